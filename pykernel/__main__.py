@@ -1,0 +1,7 @@
+"""``python -m pykernel`` runs the ``pykernel`` command."""
+
+import sys
+
+from pykernel.cli import main
+
+sys.exit(main())

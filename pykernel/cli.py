@@ -1,0 +1,91 @@
+"""The ``pykernel`` command: one program, verbs contributed by each package.
+
+Verbs are found through the ``pykernel.verbs`` entry-point group, so this module never
+imports ``control`` or ``discovery``. Each entry point is a ``register(subparsers)``
+function that adds its parsers and sets ``func`` (``args -> int``) as a default.
+
+Conventions every verb follows: data verbs take ``--json``; errors are one line on
+stderr with a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import Any, NoReturn
+
+from pykernel._errors import PykernelError, UsageError
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not bad input
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are typed, so they leave as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """Add the standard ``--json`` flag to a data verb's parser."""
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> None:
+    """Print ``data`` as JSON when ``--json`` was given, else as ``render(data)``."""
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    else:
+        text = render(data)
+        if text:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _load_verbs(sub: argparse._SubParsersAction) -> None:
+    for ep in sorted(entry_points(group="pykernel.verbs"), key=lambda e: e.name):
+        module = ep.value.split(":", 1)[0]
+        try:
+            register = ep.load()
+        except ModuleNotFoundError as exc:
+            # A verb group whose own module is not installed is simply absent; a missing
+            # dependency *inside* an existing module is a real bug and propagates.
+            if exc.name and module.startswith(exc.name):
+                continue
+            raise
+        register(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full ``pykernel`` argument parser with every installed verb."""
+    parser = _Parser(prog="pykernel", description="pykernel: pipes, wiring and control.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    sub.required = True
+    _load_verbs(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pykernel`` command and return its exit status."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except PykernelError as exc:
+        print(f"pykernel: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pykernel: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback
+        print(f"pykernel: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
