@@ -1,0 +1,481 @@
+"""The guest book itself: a SQLite registry in WAL mode.
+
+:class:`Hostess` owns one connection. Every change runs in ``BEGIN IMMEDIATE`` (one writer
+at a time across processes, waiting up to ``timeout``), and every refusal raises before the
+transaction commits, so a raised :class:`~control.hostess.errors.HostessError` leaves the
+database as it was. Reads run in a deferred transaction: one consistent snapshot, never
+blocked by a writer (WAL).
+
+``synchronous=NORMAL`` is enough here: in WAL mode a committed transaction survives the
+death of any process; only a power cut may lose the last few.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from control.hostess import allocate as _alloc
+from control.hostess.errors import (
+    ConflictError,
+    IdentityError,
+    InputError,
+    NotFoundError,
+    SchemaError,
+)
+from control.hostess.identity import Identity
+from control.hostess.lease import Lease
+from control.hostess.query import Query, parse, to_signed
+from control.hostess.records import (
+    Allocation,
+    Connection,
+    Connectome,
+    Guest,
+    Terminal,
+    TerminalSpec,
+    Use,
+    check_metadata,
+    check_tags,
+    check_terminals,
+)
+from control.hostess.schema import MIGRATIONS, Migration, migrate
+
+_CHUNK = 500  # bound on SQL parameters per IN (...) list
+_GUEST_COLUMNS = (
+    "g.id, g.uuid, g.fqdn, g.servername, g.class, g.owner, g.auth_flag, g.auth_mechanism, "
+    "g.pid, g.pid_start, g.expires, g.registered, g.metadata"
+)
+
+
+def _as_query(expr: str | Query) -> Query:
+    return expr if isinstance(expr, Query) else parse(expr)
+
+
+def as_uuid(value: str | uuidlib.UUID) -> str:
+    """Return a guest UUID in canonical text form.
+
+    Raises:
+        IdentityError: if ``value`` is not a UUID in the 8-4-4-4-12 form.
+
+    """
+    if isinstance(value, uuidlib.UUID):
+        return str(value)
+    if not isinstance(value, str):
+        raise IdentityError("uuid", repr(value), "must be a string")
+    placeholder = f"h:s:0:o:0:none:{value}"
+    try:
+        return str(Identity.parse(placeholder).uuid)
+    except IdentityError as exc:
+        raise IdentityError("uuid", value, exc.reason) from exc
+
+
+class Hostess:
+    """The guest book: who is here, what they offer, which terminals are in use.
+
+    Args:
+        path: the SQLite file; it and its directory are created on first use.
+        timeout: seconds a writer waits for another process's transaction.
+        migrations: schema steps (see :mod:`control.hostess.schema`).
+
+    Raises:
+        SchemaError: if ``path`` is not a registry this version can use.
+
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 10.0,
+        migrations: Mapping[int, Migration] = MIGRATIONS,
+    ) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise SchemaError(f"cannot open registry {self.path}: {exc}") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            migrate(self._db, migrations)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise SchemaError(f"{self.path} is not a Hostess registry: {exc}") from exc
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Hostess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
+    # -- guests ------------------------------------------------------------------------
+
+    def register(
+        self,
+        identity: Identity | str,
+        terminals: Sequence[TerminalSpec | Mapping[str, Any]] = (),
+        *,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        lease: Lease | None = None,
+    ) -> Guest:
+        """Register a guest (a server at its start).
+
+        A guest with the same UUID, or the same fqdn and server name, is replaced only if
+        its lease has lapsed (its process died, or its heartbeat expired).
+
+        Args:
+            identity: the guest's identity (or its string).
+            terminals: what it offers.
+            tags: labels to filter on.
+            metadata: a free-form JSON object.
+            lease: what keeps it registered; default: tied to this process.
+
+        Returns:
+            The guest as recorded.
+
+        Raises:
+            IdentityError, InputError: for malformed input.
+            ConflictError: if a live guest has the same UUID or fqdn and server name.
+
+        """
+        ident = identity if isinstance(identity, Identity) else Identity.parse(identity)
+        specs = check_terminals(list(terminals) if not isinstance(terminals, list) else terminals)
+        tag_list = check_tags(list(tags) if not isinstance(tags, list | tuple) else tags)
+        meta = check_metadata({} if metadata is None else metadata)
+        if lease is None:
+            lease = Lease.process()
+        elif not isinstance(lease, Lease):
+            raise InputError("lease", f"{lease!r} is not a Lease")
+        now = time.time()
+        with self._write() as db:
+            for row in db.execute(
+                "SELECT id, uuid, fqdn, servername, pid, pid_start, expires FROM guests "
+                "WHERE uuid = ? OR (fqdn = ? AND servername = ?)",
+                (str(ident.uuid), ident.fqdn, ident.servername),
+            ).fetchall():
+                if Lease(row[4], row[5], row[6]).alive(now):
+                    raise ConflictError(
+                        f"guest {row[2]}:{row[3]} ({row[1]}) is registered and alive"
+                    )
+                db.execute("DELETE FROM guests WHERE id = ?", (row[0],))
+            guest_id = db.execute(
+                "INSERT INTO guests (uuid, fqdn, servername, class, owner, auth_flag, "
+                "auth_mechanism, pid, pid_start, expires, registered, metadata) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    str(ident.uuid),
+                    ident.fqdn,
+                    ident.servername,
+                    to_signed(ident.klass),
+                    ident.owner,
+                    int(ident.auth_flag),
+                    ident.auth_mechanism,
+                    lease.pid,
+                    lease.start,
+                    lease.expires,
+                    now,
+                    meta,
+                ),
+            ).lastrowid
+            db.executemany(
+                "INSERT INTO terminals (guest_id, name, direction, message_size) "
+                "VALUES (?, ?, ?, ?)",
+                [(guest_id, s.name, s.direction, s.message_size) for s in specs],
+            )
+            db.executemany(
+                "INSERT INTO tags (tag, guest_id) VALUES (?, ?)",
+                [(tag, guest_id) for tag in tag_list],
+            )
+            return self._load(db, f"g.id = {int(guest_id)}", ())[0]
+
+    def leave(self, uuid: str | uuidlib.UUID) -> None:
+        """Remove a guest (a server at its stop); its terminals' uses go with it.
+
+        Raises:
+            IdentityError: if ``uuid`` is malformed.
+            NotFoundError: if no such guest is registered.
+
+        """
+        key = as_uuid(uuid)
+        with self._write() as db:
+            if db.execute("DELETE FROM guests WHERE uuid = ?", (key,)).rowcount == 0:
+                raise NotFoundError(f"no guest with uuid {key}")
+
+    def heartbeat(self, uuid: str | uuidlib.UUID, ttl: float) -> Lease:
+        """Renew a heartbeat lease for ``ttl`` seconds from now; return the new lease.
+
+        Raises:
+            NotFoundError: if no such guest is registered.
+            ConflictError: if the guest's lease is tied to a process, or already lapsed.
+
+        """
+        key = as_uuid(uuid)
+        lease = Lease.heartbeat(ttl)
+        with self._write() as db:
+            row = db.execute("SELECT pid, expires FROM guests WHERE uuid = ?", (key,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no guest with uuid {key}")
+            if row[0] is not None:
+                raise ConflictError(f"guest {key} has a process lease; it needs no heartbeat")
+            if row[1] <= time.time():
+                raise ConflictError(f"guest {key}'s lease lapsed; register it again")
+            db.execute("UPDATE guests SET expires = ? WHERE uuid = ?", (lease.expires, key))
+        return lease
+
+    def expire(self, now: float | None = None) -> dict[str, int]:
+        """Remove guests and free uses whose lease lapsed (process gone, heartbeat late).
+
+        Returns:
+            How many ``guests`` and ``uses`` were removed.
+
+        """
+        now = time.time() if now is None else now
+        with self._write() as db:
+            return _alloc.expire(db, now)
+
+    def get(self, uuid: str | uuidlib.UUID) -> Guest:
+        """Return the guest with this UUID.
+
+        Raises:
+            NotFoundError: if there is none.
+
+        """
+        key = as_uuid(uuid)
+        with self._read() as db:
+            found = self._load(db, "g.uuid = ?", (key,))
+        if not found:
+            raise NotFoundError(f"no guest with uuid {key}")
+        return found[0]
+
+    def query(self, expr: str | Query = "", *, limit: int | None = None) -> list[Guest]:
+        """Return the guests matching a filter expression, oldest first.
+
+        Args:
+            expr: a filter (see :mod:`control.hostess.query`), or a compiled one.
+            limit: at most this many guests.
+
+        Raises:
+            QueryError: if the expression does not parse.
+            InputError: if ``limit`` is not a positive int.
+
+        """
+        query = _as_query(expr)
+        where, params = query.guests_where()
+        if limit is not None:
+            if type(limit) is not int or limit < 1:
+                raise InputError("limit", f"{limit!r} must be a positive int")
+            where += f" ORDER BY g.id LIMIT {limit}"
+        else:
+            where += " ORDER BY g.id"
+        with self._read() as db:
+            return self._load(db, where, params)
+
+    def count(self, expr: str | Query = "") -> int:
+        """Return how many guests match a filter expression.
+
+        Raises:
+            QueryError: if the expression does not parse.
+
+        """
+        where, params = _as_query(expr).guests_where()
+        with self._read() as db:
+            return int(
+                db.execute(f"SELECT count(*) FROM guests g WHERE {where}", params).fetchone()[0]
+            )
+
+    @staticmethod
+    def _load(db: sqlite3.Connection, where: str, params: Sequence[object]) -> list[Guest]:
+        rows = db.execute(f"SELECT {_GUEST_COLUMNS} FROM guests g WHERE {where}", params).fetchall()
+        if not rows:
+            return []
+        ids = [row[0] for row in rows]
+        terminals: dict[int, list[tuple[Any, ...]]] = {i: [] for i in ids}
+        tags: dict[int, list[str]] = {i: [] for i in ids}
+        uses: dict[int, list[Use]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(
+                "SELECT guest_id, id, name, direction, message_size FROM terminals "
+                f"WHERE guest_id IN ({marks}) ORDER BY id",
+                chunk,
+            ):
+                terminals[row[0]].append(row[1:])
+            for tag, gid in db.execute(
+                f"SELECT tag, guest_id FROM tags WHERE guest_id IN ({marks}) ORDER BY tag", chunk
+            ):
+                tags[gid].append(tag)
+            for tid, holder, allocation, connection, since in db.execute(
+                "SELECT u.terminal_id, u.holder, u.allocation, u.connection, u.since "
+                f"FROM uses u JOIN terminals t ON t.id = u.terminal_id "
+                f"WHERE t.guest_id IN ({marks}) ORDER BY u.id",
+                chunk,
+            ):
+                uses.setdefault(tid, []).append(Use(holder, allocation, connection, since))
+        guests = []
+        for gid, uid, fqdn, server, klass, owner, flag, mech, pid, start, exp, reg, meta in rows:
+            guests.append(
+                Guest(
+                    identity=Identity(
+                        fqdn,
+                        server,
+                        klass & 0xFFFF_FFFF_FFFF_FFFF,
+                        owner,
+                        bool(flag),
+                        mech,
+                        uuidlib.UUID(uid),
+                    ),
+                    terminals=tuple(
+                        Terminal(name, direction, size, tuple(uses.get(tid, ())))
+                        for tid, name, direction, size in terminals[gid]
+                    ),
+                    tags=tuple(tags[gid]),
+                    metadata=_json_loads(meta),
+                    lease=Lease(pid, start, exp),
+                    registered=reg,
+                )
+            )
+        return guests
+
+    # -- allocation and the connectome ------------------------------------------------
+
+    def allocate(
+        self,
+        expr: str | Query,
+        count: int = 1,
+        *,
+        holder: str,
+        connection: str | None = None,
+        whole_guests: bool = False,
+        lease: Lease | None = None,
+    ) -> Allocation:
+        """Take ``count`` free terminals (or whole guests) matching a filter, atomically.
+
+        Lapsed guests and holders are expired first, in the same transaction.
+
+        Args:
+            expr: which terminals (or guests) qualify.
+            count: how many terminals (guests with ``whole_guests``) to take.
+            holder: who takes them (a name recorded with each use).
+            connection: the connection that will use them, if known now.
+            whole_guests: take every terminal of ``count`` guests whose terminals are all free.
+            lease: how long the holder keeps them; default: while this process lives.
+
+        Returns:
+            The allocation, with an ID to release it by.
+
+        Raises:
+            QueryError, InputError: for malformed input.
+            InsufficientError: if fewer than ``count`` qualify (nothing is taken).
+
+        """
+        query = _as_query(expr)
+        request = _alloc.Request.check(count, holder, connection, whole_guests)
+        lease = Lease.process() if lease is None else lease
+        if not isinstance(lease, Lease):
+            raise InputError("lease", f"{lease!r} is not a Lease")
+        with self._write() as db:
+            return _alloc.allocate(db, query, request, lease, time.time())
+
+    def release(self, allocation_id: str) -> int:
+        """Free every terminal of an allocation; return how many.
+
+        Raises:
+            NotFoundError: if no such allocation holds anything.
+
+        """
+        with self._write() as db:
+            return _alloc.release(db, allocation_id)
+
+    def allocations(self) -> list[Allocation]:
+        """Return every live allocation, oldest first."""
+        with self._read() as db:
+            return _alloc.allocations(db)
+
+    def record_connectome(
+        self,
+        connectome_id: str,
+        version: int,
+        connections: Iterable[Connection | Sequence[str] | Mapping[str, str]],
+        *,
+        lease: Lease | None = None,
+    ) -> Connectome:
+        """Record the kernel's connectome: which connection holds which terminal.
+
+        Terminals of the listed connections are marked in use by them (binding allocations
+        made for them); terminals of connections no longer listed are freed. A version older
+        than the recorded one of the same ID is refused.
+
+        Args:
+            connectome_id: the connectome's ID.
+            version: its version (increases with every change).
+            connections: ``(conn_id, "server.terminal", "server.terminal")`` triples
+                (``fqdn/server.terminal`` when a server name is not unique).
+            lease: what keeps the kernel's uses alive; default: while this process lives.
+
+        Returns:
+            The connectome as Hostess now holds it.
+
+        Raises:
+            InputError: for malformed input; NotFoundError: for unknown terminals;
+            ConflictError: for a stale version or a terminal taken by someone else.
+
+        """
+        conns = _alloc.check_connections(connections)
+        _alloc.check_version(connectome_id, version)
+        lease = Lease.process() if lease is None else lease
+        with self._write() as db:
+            _alloc.record_connectome(db, connectome_id, version, conns, lease, time.time())
+            return _alloc.connectome(db)
+
+    def connectome(self) -> Connectome:
+        """Return the connectome as Hostess holds it (read back from the terminals)."""
+        with self._read() as db:
+            return _alloc.connectome(db)
+
+
+def _json_loads(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
