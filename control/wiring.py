@@ -1,0 +1,352 @@
+"""Wiring files: the format's records, and YAML read with the line:column of every node.
+
+A wiring file describes a static system (see the README section "wiring")::
+
+    system: demo
+    python_path: [".."]              # import roots for python entries, relative to this file
+    defaults: {slots: 64, lossy: false, mode: "0600", restart: never}
+    servers:
+      source:
+        python: examples.demo_servers:source     # manifest comes from the decorator
+        restart: on-failure
+      tool:
+        command: ["./bin/tool", "--fast"]        # external program
+        manifest: tool.manifest.yaml             # or an inline mapping
+        depends_on: [source]
+    connections:
+      - source.frames -> tool.frames             # short form
+      - {from: tool.out, to: sink.in, slots: 256, slot_size: 8192, lossy: true}
+
+This module holds the records (:class:`Wiring`, :class:`ServerSpec`,
+:class:`ConnectionSpec`, :class:`Diagnostic`) and :func:`load_located`.
+:func:`control.wiring_read.read_wiring` checks every field; :mod:`control.lint` applies
+the graph rules.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from control.manifest import Manifest, Path
+
+RESTART_POLICIES = ("never", "on-failure", "always")
+"""Accepted ``restart`` values."""
+NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+"""System and server instance names (no dots: a dot separates server and terminal)."""
+RESERVED_ENV_PREFIX = "PYKERNEL_"
+"""Environment names the plan sets; a wiring file may not."""
+
+TOP_FIELDS = ("system", "python_path", "defaults", "servers", "connections")
+DEFAULT_FIELDS = ("slots", "lossy", "mode", "restart", "backoff")
+SERVER_FIELDS = ("python", "command", "manifest", "cwd", "env", "restart", "backoff",
+                 "depends_on")
+CONNECTION_FIELDS = ("from", "to", "slots", "slot_size", "lossy", "mode")
+BACKOFF_FIELDS = ("initial", "max")
+
+DEFAULT_SLOTS = 64
+"""Ring slots of a pipe when neither the connection nor ``defaults`` say."""
+DEFAULT_MODE = 0o600
+"""Permission bits of a pipe's shared-memory object (owner only)."""
+DEFAULT_BACKOFF = (0.1, 10.0)
+"""Restart delay (initial, cap) in seconds."""
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One lint finding.
+
+    Attributes:
+        severity: ``error`` or ``warning``.
+        code: short kebab-case code (see the README's lint table).
+        message: what is wrong, naming the offending value.
+        file: the file it is in.
+        line: 1-based line (0 when the file itself is at fault).
+        column: 1-based column (0 when unknown).
+        field: dotted field path, e.g. ``servers.source.restart`` or ``connections[2].to``.
+
+    """
+
+    severity: str
+    code: str
+    message: str
+    file: str
+    line: int
+    column: int
+    field: str
+
+    def format(self) -> str:
+        """Return ``file:line:column: severity[code] field: message``."""
+        where = f" {self.field}:" if self.field else ""
+        return (f"{self.file}:{self.line}:{self.column}: {self.severity}[{self.code}]"
+                f"{where} {self.message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used by ``pykernel lint --json``."""
+        return {"severity": self.severity, "code": self.code, "message": self.message,
+                "file": self.file, "line": self.line, "column": self.column,
+                "field": self.field}
+
+
+def field_name(path: Path) -> str:
+    """Render a field path as ``servers.source.terminals[0].name``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# YAML with locations. PyYAML's constructors lose node marks and silently keep the last
+# of two equal keys, so we compose the node graph and build values ourselves.
+
+_LOADER: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
+_MAX_NODES = 1_000_000  # alias expansion budget ("billion laughs")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass(frozen=True)
+class Located:
+    """A YAML document read with the position of every field.
+
+    Attributes:
+        file: the file name shown in diagnostics.
+        value: the plain Python value (None when unreadable).
+        locations: field path -> (line, column), 1-based; a mapping entry is located at
+            its key.
+        diagnostics: syntax errors, duplicate keys and other document-level problems.
+
+    """
+
+    file: str
+    value: Any
+    locations: Mapping[Path, tuple[int, int]]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+class _Builder:
+    def __init__(self, loader: Any, file: str) -> None:
+        self.loader = loader
+        self.file = file
+        self.locations: dict[Path, tuple[int, int]] = {}
+        self.diags: list[Diagnostic] = []
+        self.active: set[int] = set()
+        self.visits = 0
+
+    def error(self, mark: Any, path: Path, code: str, message: str) -> None:
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        self.diags.append(Diagnostic("error", code, message, self.file, line, column,
+                                     field_name(path)))
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.visits += 1
+        if self.visits > _MAX_NODES:
+            raise _TooLarge
+        self.locations.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.ScalarNode):
+            return self.loader.construct_object(node)
+        if id(node) in self.active:
+            self.error(node.start_mark, path, "yaml-syntax", "recursive alias")
+            return None
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self._mapping(node, path)
+        finally:
+            self.active.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
+        explicit = [pair for pair in node.value if pair[0].tag != _MERGE_TAG]
+        self.loader.flatten_mapping(node)  # resolves '<<' merge keys in place
+        explicit_ids = {id(pair[0]) for pair in explicit}
+        out: dict[Any, Any] = {}
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.error(key_node.start_mark, path, "type", "mapping keys must be scalars")
+                continue
+            key = self.loader.construct_object(key_node)
+            here = (*path, key if isinstance(key, str | int) else str(key))
+            line = key_node.start_mark.line + 1
+            if key in out and id(key_node) in explicit_ids and key in first_line:
+                self.error(key_node.start_mark, here, "duplicate-key",
+                           f"duplicate key {key!r} (first at line {first_line[key]}); "
+                           "YAML would silently keep the last one")
+                continue
+            if id(key_node) in explicit_ids:
+                first_line[key] = line
+            self.locations[here] = (line, key_node.start_mark.column + 1)
+            out[key] = self.build(value_node, here)
+            self.locations[here] = (line, key_node.start_mark.column + 1)
+        return out
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def load_located(file: str, shown: str | None = None) -> Located:
+    """Read one YAML document keeping every node's line:column.
+
+    Args:
+        file: path to read.
+        shown: name to use in diagnostics (default: ``file``).
+
+    Returns:
+        The document; unreadable files, syntax errors, several documents, duplicate keys
+        and unsupported tags are diagnostics, never exceptions.
+
+    """
+    name = shown if shown is not None else file
+    try:
+        with open(file, "rb") as fh:
+            text = fh.read()
+    except OSError as exc:
+        diag = Diagnostic("error", "file-not-found", f"cannot read: {exc.strerror}", name, 0, 0,
+                          "")
+        return Located(name, None, {}, (diag,))
+    builder = _Builder(None, name)
+    try:
+        loader = _LOADER(text)
+        builder.loader = loader
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                builder.error(None, (), "empty-file", "the file holds no YAML document")
+                return Located(name, None, {}, tuple(builder.diags))
+            value = builder.build(node, ())
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        text_msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        builder.error(mark, (), "yaml-syntax", text_msg or "invalid YAML")
+        return Located(name, None, {}, tuple(builder.diags))
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
+        builder.error(None, (), "yaml-syntax", f"invalid YAML: {exc}")
+        return Located(name, None, {}, tuple(builder.diags))
+    except (_TooLarge, RecursionError):
+        builder.error(None, (), "yaml-syntax", "document too large or too deep (alias expansion)")
+        return Located(name, None, {}, tuple(builder.diags))
+    return Located(name, value, builder.locations, tuple(builder.diags))
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server as the wiring file declares it, with its manifest resolved.
+
+    Attributes:
+        name: instance name in this system (a key of ``servers``).
+        kind: ``python`` or ``command``.
+        entry: ``module:callable`` for python servers, else None.
+        argv: the command for command servers (argv[0] resolved when it has a ``/``).
+        cwd: absolute working directory (default: the wiring file's directory).
+        env: extra environment from the file (``PYKERNEL_*`` is reserved).
+        restart: ``never``, ``on-failure`` or ``always``.
+        backoff_initial: first restart delay in seconds.
+        backoff_max: cap on the restart delay in seconds.
+        depends_on: servers that must be ready before this one starts.
+        manifest: the resolved manifest.
+
+    """
+
+    name: str
+    kind: str
+    entry: str | None
+    argv: tuple[str, ...]
+    cwd: str
+    env: tuple[tuple[str, str], ...]
+    restart: str
+    backoff_initial: float
+    backoff_max: float
+    depends_on: tuple[str, ...]
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """One connection ``source -> target`` with the pipe settings written on it.
+
+    Attributes:
+        index: position in ``connections`` (for locating diagnostics).
+        source: ``(server, terminal)`` that writes.
+        target: ``(server, terminal)`` that reads.
+        slots: ring slots, or None for the default.
+        slot_size: bytes per slot, or None (the largest message size of the endpoints).
+        lossy: overwrite-and-count-drops mode, or None for the default.
+        mode: permission bits of the shared-memory object, or None for the default.
+
+    """
+
+    index: int
+    source: tuple[str, str]
+    target: tuple[str, str]
+    slots: int | None = None
+    slot_size: int | None = None
+    lossy: bool | None = None
+    mode: int | None = None
+
+    @property
+    def label(self) -> str:
+        """``server.terminal -> server.terminal``."""
+        return f"{self.source[0]}.{self.source[1]} -> {self.target[0]}.{self.target[1]}"
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """A wiring file read and type-checked (graph rules not yet applied).
+
+    Attributes:
+        file: the path as given.
+        base_dir: absolute directory of the file (relative paths resolve against it).
+        system: the system name.
+        python_path: absolute import roots for python entries.
+        slots: default ring slots.
+        lossy: default lossy flag.
+        mode: default permission bits.
+        servers: servers whose declaration is valid, in file order.
+        connections: connections whose form is valid, in file order.
+        broken: names of declared servers that have errors (graph rules skip them).
+        locations: field path -> (line, column) in ``file``.
+
+    """
+
+    file: str
+    base_dir: str
+    system: str
+    python_path: tuple[str, ...]
+    slots: int
+    lossy: bool
+    mode: int
+    servers: tuple[ServerSpec, ...]
+    connections: tuple[ConnectionSpec, ...]
+    broken: frozenset[str] = frozenset()
+    locations: Mapping[Path, tuple[int, int]] = field(default_factory=dict, compare=False,
+                                                       repr=False)
+
+    def server(self, name: str) -> ServerSpec | None:
+        """Return the server called ``name``, or None."""
+        for spec in self.servers:
+            if spec.name == name:
+                return spec
+        return None
+
+    def diagnostic(self, path: Path, code: str, message: str,
+                   severity: str = "error") -> Diagnostic:
+        """Build a diagnostic located at ``path`` (or its nearest located parent)."""
+        return locate(self.file, self.locations, path, code, message, severity)
+
+
+def locate(file: str, locations: Mapping[Path, tuple[int, int]], path: Path, code: str,
+           message: str, severity: str = "error") -> Diagnostic:
+    """Build a diagnostic at ``path`` or, when it has no position, its nearest parent."""
+    probe = tuple(path)
+    while probe not in locations and probe:
+        probe = probe[:-1]
+    line, column = locations.get(probe, (0, 0))
+    return Diagnostic(severity, code, message, file, line, column, field_name(path))
