@@ -1,0 +1,281 @@
+"""Live flow: a sampler thread reads the pipes' statistics and feeds the state machine.
+
+``pipe.stats()`` only reads the counters in a pipe's shared header, so sampling never takes
+a lock the data path uses, never wakes a waiter and never copies a message: the writers and
+readers do not notice it.
+
+Per connection the sampler derives messages/s and bytes/s (from counter deltas), fill %,
+drops and writer waits, and drives the flow states:
+
+- messages moved since the last round → ``flowing``;
+- nothing moved for ``quiet_after`` seconds while messages wait (a backlog, or a writer
+  that had to wait) → ``stalled``;
+- nothing moved for ``quiet_after`` seconds with nothing waiting → ``open`` (idle).
+
+Which counters belong to which connection: a ``one`` pipe carries one connection; in a
+``multiplexer`` pipe each connection is one reader, found by its server's pid; in a
+``combiner`` pipe each connection is one writer, found the same way. When the pid is not
+known yet, the pipe-wide counters are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from control.state import Flow, SystemState
+from pykernel import PykernelError
+
+__all__ = ["FlowSampler", "PipeCounters", "counters_of"]
+
+
+@dataclass(frozen=True)
+class EndCounters:
+    """Counters of one attached reader or writer.
+
+    Attributes:
+        pid: the attached process.
+        messages: messages it consumed (reader) or wrote (writer; 0 if not counted).
+        drops: messages it missed (reader, lossy pipes).
+        waits: times it had to wait for room (writer).
+        backlog: messages written but not yet consumed by it (reader).
+
+    """
+
+    pid: int
+    messages: int = 0
+    drops: int = 0
+    waits: int = 0
+    backlog: int = 0
+
+
+@dataclass(frozen=True)
+class PipeCounters:
+    """The counters of one pipe the sampler needs, independent of the stats record's layout.
+
+    Attributes:
+        messages: messages written into the pipe so far.
+        bytes: payload bytes written so far.
+        fill: how many slots hold unread messages, as a fraction 0..1.
+        readers: one entry per attached reader.
+        writers: one entry per attached writer.
+
+    """
+
+    messages: int
+    bytes: int
+    fill: float
+    readers: tuple[EndCounters, ...]
+    writers: tuple[EndCounters, ...]
+
+    @property
+    def waits(self) -> int:
+        """Writer waits summed over writers."""
+        return sum(w.waits for w in self.writers)
+
+    @property
+    def drops(self) -> int:
+        """Drops summed over readers."""
+        return sum(r.drops for r in self.readers)
+
+
+def counters_of(stats: Any) -> PipeCounters:
+    """Translate a :class:`pykernel.PipeStats` into :class:`PipeCounters`.
+
+    This is the one place that knows the stats record's field names.
+    """
+    readers = tuple(
+        EndCounters(pid=int(r.pid), messages=int(r.consumed), drops=int(r.dropped),
+                    backlog=int(getattr(r, "lag", 0)))
+        for r in stats.readers
+    )
+    writers = tuple(
+        EndCounters(pid=int(w.pid), messages=int(getattr(w, "written", 0)),
+                    waits=int(w.waits))
+        for w in stats.writers
+    )
+    slots = max(1, int(stats.slots))
+    return PipeCounters(
+        messages=int(stats.written), bytes=int(stats.written_bytes),
+        fill=min(1.0, int(stats.fill) / slots), readers=readers, writers=writers,
+    )
+
+
+def _pipe_opener(name: str) -> Any:
+    from pykernel import Pipe  # deferred: the state machine itself needs no C core
+
+    return Pipe.open(name)
+
+
+@dataclass
+class _Track:
+    """What the sampler remembers per connection between rounds."""
+
+    messages: int = -1
+    bytes: int = 0
+    time: float = 0.0
+    last_progress: float = 0.0
+    waits: int = 0
+
+
+class FlowSampler:
+    """A daemon thread that samples every pipe's statistics into the state machine.
+
+    Args:
+        state: the state machine to feed.
+        interval: seconds between rounds.
+        quiet_after: seconds without progress before a connection counts as idle or stalled.
+        opener: opens a pipe by name, returning an object with ``stats()`` and ``close()``
+            (default :meth:`pykernel.Pipe.open`). The kernel may pass its own handles.
+        counters: translates a stats record (default :func:`counters_of`).
+
+    """
+
+    def __init__(self, state: SystemState, interval: float = 0.25, quiet_after: float = 1.0,
+                 opener: Callable[[str], Any] = _pipe_opener,
+                 counters: Callable[[Any], PipeCounters] = counters_of) -> None:
+        self.state = state
+        self.interval = interval
+        self.quiet_after = quiet_after
+        self._opener = opener
+        self._counters = counters
+        self._handles: dict[str, Any] = {}
+        self._tracks: dict[str, _Track] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rounds = 0
+
+    def start(self) -> FlowSampler:
+        """Start the sampling thread (idempotent); returns self."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pykernel-flow", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread and close the pipe handles it opened."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        for handle in self._handles.values():
+            with contextlib.suppress(Exception):
+                handle.close()
+        self._handles.clear()
+
+    def __enter__(self) -> FlowSampler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        """Run one sampling round now (the thread calls this every ``interval``)."""
+        names = self.state.pipe_names()
+        for gone in set(self._handles) - set(names):
+            with contextlib.suppress(Exception):
+                self._handles.pop(gone).close()
+        pids = self.state.server_pids()
+        live: set[str] = set()
+        for name in names:
+            counters = self._read(name)
+            conns = self.state.connections_of_pipe(name)
+            live.update(c["id"] for c in conns)
+            if counters is None:
+                continue
+            geometry = self.state.pipe_geometry(name)
+            self.state.set_pipe_stats(name, _stats_json(counters))
+            for conn in conns:
+                self._update(conn, geometry, counters, pids)
+        for gone in set(self._tracks) - live:
+            del self._tracks[gone]
+        self.rounds += 1
+        self.state.tick()
+
+    def _read(self, name: str) -> PipeCounters | None:
+        try:
+            handle = self._handles.get(name)
+            if handle is None:
+                handle = self._handles[name] = self._opener(name)
+            return self._counters(handle.stats())
+        except PykernelError:
+            # Not created yet, or just removed: the next round tries again.
+            handle = self._handles.pop(name, None)
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    handle.close()
+            return None
+
+    def _update(self, conn: dict[str, Any], geometry: dict[str, Any], pc: PipeCounters,
+                pids: dict[str, int]) -> None:
+        messages, nbytes, fill, drops, waits, backlog = _connection_counters(
+            conn, geometry, pc, pids)
+        t = time.monotonic()
+        track = self._tracks.setdefault(conn["id"], _Track())
+        if track.messages < 0 or messages < track.messages:
+            track.messages, track.bytes, track.time, track.last_progress = messages, nbytes, t, t
+            track.waits = waits
+        dt = max(t - track.time, 1e-9)
+        moved = messages - track.messages
+        rate, brate = moved / dt, (nbytes - track.bytes) / dt
+        waited = waits > track.waits
+        track.messages, track.bytes, track.time, track.waits = messages, nbytes, t, waits
+        target: str | None = None
+        cause = ""
+        if moved > 0:
+            track.last_progress = t
+            target, cause = "flowing", "flow: messages moving"
+        elif t - track.last_progress >= self.quiet_after:
+            if backlog > 0 or waited:
+                target, cause = "stalled", f"flow: {backlog} waiting, none moved"
+            else:
+                target, cause = "open", "flow: idle"
+        flow = Flow(messages=messages, bytes=nbytes, msgs_per_s=rate, bytes_per_s=brate,
+                    fill_pct=100.0 * fill, drops=drops, writer_waits=waits, time=time.time())
+        self.state.set_flow(conn["id"], flow, target, cause)
+
+
+def _connection_counters(conn: dict[str, Any], geometry: dict[str, Any], pc: PipeCounters,
+                         pids: dict[str, int]) -> tuple[int, int, float, int, int, int]:
+    """Pick one connection's share of its pipe's counters.
+
+    Returns:
+        (messages, bytes, fill fraction, drops, writer waits, backlog messages).
+
+    """
+    shape = geometry["shape"]
+    slots = max(1, int(geometry["slots"]))
+    avg = pc.bytes / pc.messages if pc.messages else 0.0
+    backlog_all = round(pc.fill * slots)
+    if shape == "multiplexer":
+        pid = pids.get(conn["target"].split(".", 1)[0])
+        reader = next((r for r in pc.readers if r.pid == pid), None)
+        if reader is not None:
+            backlog = reader.backlog or max(0, pc.messages - reader.messages - reader.drops)
+            return (reader.messages, round(reader.messages * avg), min(1.0, backlog / slots),
+                    reader.drops, pc.waits, backlog)
+    elif shape == "combiner":
+        pid = pids.get(conn["source"].split(".", 1)[0])
+        writer = next((w for w in pc.writers if w.pid == pid), None)
+        if writer is not None and writer.messages:
+            return (writer.messages, round(writer.messages * avg), pc.fill, pc.drops,
+                    writer.waits, backlog_all)
+    return pc.messages, pc.bytes, pc.fill, pc.drops, pc.waits, backlog_all
+
+
+def _stats_json(pc: PipeCounters) -> dict[str, Any]:
+    return {
+        "messages": pc.messages, "bytes": pc.bytes, "fill_pct": round(100.0 * pc.fill, 3),
+        "drops": pc.drops, "writer_waits": pc.waits,
+        "readers": [{"pid": r.pid, "messages": r.messages, "drops": r.drops}
+                    for r in pc.readers],
+        "writers": [{"pid": w.pid, "waits": w.waits} for w in pc.writers],
+    }

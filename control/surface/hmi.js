@@ -1,0 +1,204 @@
+// pykernel HMI: live view of one system through the control surface.
+// Data arrives as `status` Server-Sent Events from /api/stream; modifies use the bearer token
+// the operator pastes (kept in sessionStorage, or given as #token=... in the URL).
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+let token = sessionStorage.getItem("pykernel-token") || "";
+let lastDiagramKey = "";
+let lastDiagramAt = 0;
+let connectomeVersion = -1;
+let diagramBusy = false;
+const EVENTS_SHOWN = 200;
+
+function el(tag, attrs, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function rate(v, unit) {
+  for (const [f, p] of [[1e9, "G"], [1e6, "M"], [1e3, "k"]]) {
+    if (v >= f) return (v / f).toFixed(1) + " " + p + unit;
+  }
+  return (v >= 10 || v === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + unit;
+}
+
+function ago(t) {
+  const s = Math.max(0, Date.now() / 1000 - t);
+  return s < 60 ? s.toFixed(0) + " s" : s < 3600 ? (s / 60).toFixed(0) + " min" : (s / 3600).toFixed(1) + " h";
+}
+
+function say(text, isError) {
+  const m = $("#message");
+  m.textContent = text;
+  m.className = isError ? "error" : "";
+}
+
+async function modify(method, path, body) {
+  if (!token) { say("paste the operator token first", true); return null; }
+  const opts = { method, headers: { Authorization: "Bearer " + token } };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, opts);
+  const data = await resp.json().catch(() => ({}));
+  if (!resp.ok) {
+    const e = data.error || {};
+    say(`${method} ${path}: ${resp.status} ${e.message || ""}`, true);
+    return null;
+  }
+  say(`${method} ${path}: done`, false);
+  return data;
+}
+
+function button(label, cls, onClick) {
+  const b = el("button", { type: "button", class: "modify " + cls }, label);
+  b.disabled = !token;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function renderServers(servers) {
+  const body = $("#servers tbody");
+  const rows = servers.map((s) => {
+    const tr = el("tr", { "data-server": s.name });
+    tr.append(el("td", { class: "name" }, s.name));
+    tr.append(el("td", { class: "state", "data-state": s.state }, s.state));
+    tr.append(el("td", { class: "num pid" }, s.pid == null ? "" : String(s.pid)));
+    tr.append(el("td", { class: "num" }, String(s.starts)));
+    tr.append(el("td", { class: "num" }, ago(s.since)));
+    const ops = el("td", { class: "ops" });
+    const enc = encodeURIComponent(s.name);
+    ops.append(button("start", "start", () => modify("POST", `/api/servers/${enc}/start`)));
+    ops.append(button("stop", "stop", () => modify("POST", `/api/servers/${enc}/stop`)));
+    ops.append(button("restart", "restart", () => modify("POST", `/api/servers/${enc}/restart`)));
+    tr.append(ops);
+    return tr;
+  });
+  body.replaceChildren(...rows);
+}
+
+function renderConnections(conns) {
+  const body = $("#connections tbody");
+  const rows = conns.map((c) => {
+    const f = c.flow;
+    const tr = el("tr", { "data-connection": c.id, "data-source": c.source, "data-target": c.target });
+    tr.append(el("td", { class: "id" }, c.id));
+    tr.append(el("td", {}, `${c.source} → ${c.target}`));
+    tr.append(el("td", {}, c.pipe));
+    tr.append(el("td", { class: "state", "data-state": c.state }, c.state));
+    tr.append(el("td", { class: "num rate", "data-value": String(f.msgs_per_s) }, rate(f.msgs_per_s, "msg/s")));
+    tr.append(el("td", { class: "num brate" }, rate(f.bytes_per_s, "B/s")));
+    tr.append(el("td", { class: "num fill" }, f.fill_pct.toFixed(1)));
+    tr.append(el("td", { class: "num drops" }, String(f.drops)));
+    tr.append(el("td", { class: "num waits" }, String(f.writer_waits)));
+    const ops = el("td", { class: "ops" });
+    ops.append(button("disconnect", "disconnect", () =>
+      modify("DELETE", `/api/connections/${encodeURIComponent(c.id)}`)));
+    tr.append(ops);
+    return tr;
+  });
+  body.replaceChildren(...rows);
+}
+
+function renderEvents(events) {
+  const list = $("#events");
+  for (const e of events) {
+    const when = new Date(e.time * 1000).toISOString().slice(11, 23);
+    const move = e.from ? `${e.from} → ${e.to}` : e.to;
+    list.prepend(el("li", { "data-seq": String(e.seq), "data-kind": e.kind },
+      `${when} ${e.kind} ${e.subject}: ${move} (${e.cause})`));
+  }
+  while (list.children.length > EVENTS_SHOWN) list.lastElementChild.remove();
+}
+
+async function refreshTerminals() {
+  const resp = await fetch("/api/terminals");
+  if (!resp.ok) return;
+  const terms = await resp.json();
+  const fill = (sel, dirs) => {
+    const keep = $(sel).value;
+    $(sel).replaceChildren(...terms.filter((t) => dirs.includes(t.direction))
+      .map((t) => el("option", { value: t.id }, `${t.id} (${t.direction})`)));
+    if (keep) $(sel).value = keep;
+  };
+  fill("#connect-source", ["output", "multiplexer"]);
+  fill("#connect-target", ["input", "combiner"]);
+}
+
+async function refreshDiagram(key, force) {
+  // Redraw when states or the structure change at once; for new rates, at most every 2 s.
+  const now = Date.now();
+  if (diagramBusy || (!force && key === lastDiagramKey && now - lastDiagramAt < 2000)) return;
+  diagramBusy = true;
+  try {
+    const resp = await fetch("/api/graph?format=svg");
+    const box = $("#diagram");
+    if (resp.ok) {
+      box.innerHTML = await resp.text();  // produced by Graphviz from our own data
+    } else {
+      const dot = await fetch("/api/graph?format=dot");
+      box.replaceChildren(el("pre", {}, await dot.text()));
+    }
+    box.setAttribute("data-key", key);
+    lastDiagramKey = key;
+    lastDiagramAt = now;
+  } finally {
+    diagramBusy = false;
+  }
+}
+
+function onStatus(msg) {
+  const d = JSON.parse(msg.data);
+  const sys = d.system;
+  $("#system").textContent = sys.system;
+  $("#kernel-state").textContent = sys.state;
+  $("#kernel-state").dataset.state = sys.state;
+  $("#connectome-id").textContent = sys.connectome.id.slice(0, 12);
+  $("#connectome-version").textContent = String(sys.connectome.version);
+  renderServers(d.servers);
+  renderConnections(d.connections);
+  renderEvents(d.events);
+  if (sys.connectome.version !== connectomeVersion) {
+    connectomeVersion = sys.connectome.version;
+    refreshTerminals();
+  }
+  const key = [sys.connectome.version, ...d.servers.map((s) => s.state),
+    ...d.connections.map((c) => c.state)].join(",");
+  refreshDiagram(key, key !== lastDiagramKey);
+}
+
+function setToken(value) {
+  token = value.trim();
+  if (token) sessionStorage.setItem("pykernel-token", token);
+  $("#token-state").textContent = token ? "operator" : "read-only";
+  for (const b of document.querySelectorAll("button.modify")) b.disabled = !token;
+}
+
+function start() {
+  const hash = new URLSearchParams(location.hash.slice(1));
+  if (hash.get("token")) {
+    setToken(hash.get("token"));
+    history.replaceState(null, "", location.pathname);  // keep the token out of the address bar
+  } else {
+    setToken(token);
+  }
+  $("#token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    setToken($("#token").value);
+    $("#token").value = "";
+  });
+  $("#connect-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    modify("POST", "/api/connections", { source: $("#connect-source").value, target: $("#connect-target").value });
+  });
+  const stream = new EventSource("/api/stream");
+  stream.addEventListener("status", onStatus);
+  stream.addEventListener("open", () => { $("#live").textContent = "live"; $("#live").dataset.live = "yes"; });
+  stream.addEventListener("error", () => { $("#live").textContent = "reconnecting…"; $("#live").dataset.live = "no"; });
+}
+
+start();
