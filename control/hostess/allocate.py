@@ -31,7 +31,7 @@ MAX_CONNECTIONS = 100000
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}\Z")
 _ENDPOINT = re.compile(
     r"(?:(?P<fqdn>[a-z0-9.-]{1,253})/)?(?P<server>[A-Za-z][A-Za-z0-9_-]{0,63})"
-    r"\.(?P<terminal>[A-Za-z][A-Za-z0-9_-]{0,63})\Z"
+    r"\.(?P<terminal>[A-Za-z_][A-Za-z0-9_]{0,63})\Z"
 )
 _ROLE_DIRECTIONS = {"src": ("output", "multiplexer"), "dst": ("input", "combiner")}
 _FAN = {"src": "multiplexer", "dst": "combiner"}

@@ -8,10 +8,10 @@ Rules (checked in this order, the first broken rule is reported with its field):
   lower-case (DNS names are case-insensitive);
 - ``servername``: 1-64 characters, a letter then letters, digits, ``_`` or ``-`` (no dot: the
   connectome writes ``server.terminal``);
-- ``classHex``: 1-16 hex digits (a 64-bit class), no ``0x`` prefix; formatted lower-case;
-- ``owner``: 1-64 characters from letters, digits and ``_ . @ + -``, not starting with a
-  punctuation mark;
-- ``authFlag``: ``0`` or ``1``; ``1`` needs a mechanism other than ``none``;
+- ``classHex``: 1-16 hex digits (a 64-bit class), with or without a ``0x`` prefix (the
+  manifest writes one); formatted as lower-case digits without the prefix;
+- ``owner``: 1-64 characters from letters, digits and ``_ . @ -``;
+- ``authFlag``: ``0`` or ``1``; the mechanism is ``none`` exactly when the flag is ``0``;
 - ``authMechanism``: one of :data:`AUTH_MECHANISMS`;
 - ``uuid``: the canonical 8-4-4-4-12 hex form; formatted lower-case.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from control.hostess.errors import IdentityError
 
-AUTH_MECHANISMS: frozenset[str] = frozenset({"none", "passphrase", "token", "mtls"})
+AUTH_MECHANISMS: tuple[str, ...] = ("none", "passphrase", "token", "mtls")
 """The authentication mechanisms a guest may declare."""
 
 FIELDS: tuple[str, ...] = (
@@ -40,9 +40,12 @@ FIELDS: tuple[str, ...] = (
 
 CLASS_BITS = 64
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+# These three agree with control/manifest.py, which checks the same names at build time.
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
-"""Server and terminal names: a letter, then letters, digits, ``_`` or ``-`` (64 at most)."""
-_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}\Z")
+"""Server names: a letter, then letters, digits, ``_`` or ``-`` (64 at most)."""
+TERMINAL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+"""Terminal names: a letter or ``_``, then letters, digits or ``_`` (64 at most)."""
+_OWNER = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
 _HEX = re.compile(r"[0-9A-Fa-f]{1,16}\Z")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
 _SPACE = re.compile(r"\s")
@@ -77,16 +80,19 @@ def check_fqdn(value: str, field: str = "fqdn") -> str:
 
 
 def check_name(value: str, field: str) -> str:
-    """Return ``value`` if it is a valid server or terminal name.
+    """Return ``value`` if it is a valid server name (or terminal name if ``field`` says so).
 
     Raises:
         IdentityError: naming ``field`` and the allowed charset.
 
     """
-    if not NAME_RE.match(value):
-        raise IdentityError(
-            field, value, "must be 1-64 characters: a letter, then letters, digits, _ or -"
-        )
+    if field == "terminal":
+        if not TERMINAL_RE.match(value):
+            reason = "must be 1-64 characters: a letter or _, then letters, digits or _"
+            raise IdentityError(field, value, reason)
+    elif not NAME_RE.match(value):
+        reason = "must be 1-64 characters: a letter, then letters, digits, _ or -"
+        raise IdentityError(field, value, reason)
     return value
 
 
@@ -95,19 +101,18 @@ def _check_owner(value: str) -> str:
         raise IdentityError(
             "owner",
             value,
-            "must be 1-64 characters of letters, digits, _ . @ + - starting with a letter or digit",
+            "must be 1-64 characters of letters, digits, _ . @ -",
         )
     return value
 
 
 def _parse_class(value: str) -> int:
-    if not _HEX.match(value):
-        if value.lower().startswith("0x"):
-            raise IdentityError("classHex", value, "write the hex digits without 0x")
-        if re.fullmatch(r"[0-9A-Fa-f]+", value):
+    digits = value[2:] if value[:2] in ("0x", "0X") else value
+    if not _HEX.match(digits):
+        if re.fullmatch(r"[0-9A-Fa-f]+", digits):
             raise IdentityError("classHex", value, f"wider than {CLASS_BITS} bits (16 digits)")
-        raise IdentityError("classHex", value, "must be 1-16 hex digits")
-    return int(value, 16)
+        raise IdentityError("classHex", value, "must be 1-16 hex digits (0x optional)")
+    return int(digits, 16)
 
 
 def _parse_flag(value: str) -> bool:
@@ -176,6 +181,9 @@ class Identity:
             raise IdentityError("uuid", repr(self.uuid), "must be a uuid.UUID")
         if self.auth_flag and self.auth_mechanism == "none":
             raise IdentityError("authMechanism", "none", "authFlag 1 needs a mechanism")
+        if not self.auth_flag and self.auth_mechanism != "none":
+            reason = "authFlag 0 means no authentication: the mechanism must be none"
+            raise IdentityError("authMechanism", self.auth_mechanism, reason)
 
     @classmethod
     def parse(cls, text: str) -> Identity:

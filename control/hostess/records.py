@@ -23,7 +23,7 @@ MAX_TAGS = 64
 """Most tags one guest may carry."""
 MAX_METADATA = 65536
 """Largest metadata, in bytes of compact JSON."""
-MAX_MESSAGE_SIZE = 1 << 31
+MAX_MESSAGE_SIZE = 1 << 30
 """Largest declared message size, in bytes."""
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}\Z")
 
@@ -33,7 +33,7 @@ class TerminalSpec:
     """A terminal a guest declares when it registers.
 
     Attributes:
-        name: the terminal's name (same charset as a server name).
+        name: the terminal's name (a letter or ``_``, then letters, digits or ``_``).
         direction: ``input``, ``output``, ``multiplexer`` or ``combiner``.
         message_size: the largest message it carries, in bytes.
 
@@ -56,7 +56,7 @@ class TerminalSpec:
             raise InputError(f"{where}.direction", f"{self.direction!r} is not one of {choices}")
         size = self.message_size
         if type(size) is not int or not 0 < size <= MAX_MESSAGE_SIZE:
-            raise InputError(f"{where}.message_size", f"{size!r} must be an int in [1, 2**31]")
+            raise InputError(f"{where}.message_size", f"{size!r} must be an int in [1, 2**30]")
 
     @classmethod
     def parse(cls, text: str, where: str = "terminal") -> TerminalSpec:
