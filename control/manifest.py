@@ -336,7 +336,9 @@ def check_manifest(data: Any, where: Path = ()) -> tuple[Manifest | None, list[P
                                 f"auth_mechanism {mechanism!r} must be one of "
                                 f"{', '.join(AUTH_MECHANISMS)}"))
     elif auth_flag is not None and (auth_flag == 0) != (mechanism == "none"):
-        problems.append(Problem((*where, "auth_mechanism"), "identity",
+        # Point at the field the user wrote: the mechanism, or the flag if it stands alone.
+        culprit = "auth_mechanism" if "auth_mechanism" in data else "auth_flag"
+        problems.append(Problem((*where, culprit), "identity",
                                 f"auth_mechanism {mechanism!r} contradicts auth_flag {auth_flag}: "
                                 "use 'none' exactly when auth_flag is 0"))
     terminals = _check_terminals(data, where, problems)

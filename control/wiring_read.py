@@ -272,6 +272,9 @@ def _server(rd: _Reader, name: str, body: Any, path: Path, base_dir: str,
         found = _manifest(rd, data["manifest"], (*path, "manifest"), base_dir)
     elif has_cmd:
         rd.error(path, "missing-field", "a command server needs a 'manifest' (mapping or file)")
+    elif entry is not None and found is None:
+        rd.error((*path, "python"), "missing-manifest",
+                 f"{entry!r} has no @manifest and the server gives no 'manifest'")
     if found is None or (has_py and entry is None) or (has_cmd and not argv):
         return None
     kind = "python" if has_py else "command"
@@ -364,6 +367,9 @@ def _command(rd: _Reader, value: Any, path: Path, base_dir: str, cwd: str,
 def _manifest(rd: _Reader, value: Any, path: Path, base_dir: str) -> Manifest | None:
     if isinstance(value, str):
         file = os.path.normpath(os.path.join(base_dir, value))
+        if not os.path.isfile(file):
+            rd.error(path, "file-not-found", f"manifest file {value!r} not found ({file})")
+            return None
         # Shown relative to the wiring file's name as the user gave it.
         shown = os.path.normpath(os.path.join(os.path.dirname(rd.doc.file), value))
         sub = load_located(file, shown=shown)
@@ -429,17 +435,17 @@ def _connection(rd: _Reader, index: int, data: dict[str, Any],
                 path: Path) -> ConnectionSpec | None:
     source = _endpoint(rd, data, "from", path)
     target = _endpoint(rd, data, "to", path)
-    before = len(rd.diags)
+    # A bad geometry field is reported and left to the default, so that the connection
+    # still counts for the graph rules (no cascade of "not connected" errors).
     slots = rd.slots(data["slots"], (*path, "slots")) if "slots" in data else None
-    slot_size = None
-    if "slot_size" in data:
-        slot_size = data["slot_size"]
-        if not _is_int(slot_size) or not 1 <= slot_size <= 1 << 30:
-            rd.error((*path, "slot_size"), "invalid-size",
-                     f"slot_size {slot_size!r} must be an integer 1..{1 << 30}")
+    slot_size = data.get("slot_size")
+    if slot_size is not None and (not _is_int(slot_size) or not 1 <= slot_size <= 1 << 30):
+        rd.error((*path, "slot_size"), "invalid-size",
+                 f"slot_size {slot_size!r} must be an integer 1..{1 << 30}")
+        slot_size = None
     lossy = rd.boolean(data["lossy"], (*path, "lossy")) if "lossy" in data else None
     mode = rd.mode(data["mode"], (*path, "mode")) if "mode" in data else None
-    if source is None or target is None or len(rd.diags) > before:
+    if source is None or target is None:
         return None
     return ConnectionSpec(index, source, target, slots, slot_size, lossy, mode)
 

@@ -31,10 +31,16 @@ def sink(ctx: Any) -> None:
 
 @manifest(servername="relay", class_hex="0x13", owner="tests",
           terminals=[terminal("inp", "input", message_size=64),
-                     terminal("out", "output", message_size=64),
-                     terminal("log", "output", message_size=128)])
+                     terminal("out", "output", message_size=64)])
 def relay(ctx: Any) -> None:
-    """Pass messages on; its log output is optional."""
+    """Pass messages on."""
+
+
+@manifest(servername="tap", class_hex="0x14", owner="tests",
+          terminals=[terminal("inp", "input", message_size=64, required=False),
+                     terminal("log", "output", message_size=128)])
+def tap(ctx: Any) -> None:
+    """Listen if wired; its log output is optional."""
 
 
 def undecorated(ctx: Any) -> None:
