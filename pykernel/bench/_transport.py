@@ -1,0 +1,205 @@
+"""What a transport must provide to be compared: channels, senders, receivers.
+
+A :class:`Transport` opens a :class:`Link` for one one-way :class:`Channel` in the parent
+process (before the children fork, so queues, pipes and temporary directories are
+inherited); each child then turns the link into its :class:`Sender` or :class:`Receiver`.
+The default stream loops call ``send``/``take`` once per message; a variant that batches
+or reads in place overrides them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from pykernel.bench._frames import Buffer, Framer, Verifier
+
+SHAPES = ("one", "fanout", "fanin")
+ALL_CASES = frozenset({"rtt64", "oneway64", "oneway4k", "oneway1m", "fanout64", "fanin64"})
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One one-way path between processes.
+
+    Attributes:
+        shape: ``one`` (1→1), ``fanout`` (1 writer, every reader gets every message) or
+            ``fanin`` (many writers, one reader).
+        writers: number of writer processes.
+        readers: number of reader processes.
+        size: bytes per message (every message of a run has this size).
+        depth: queue depth in messages, where the transport lets us choose it.
+        name: unique, filesystem-safe name for this channel in this run.
+
+    """
+
+    shape: str
+    writers: int
+    readers: int
+    size: int
+    depth: int
+    name: str
+
+
+class Sender(ABC):
+    """The writing end of a channel, in a child process."""
+
+    @abstractmethod
+    def send(self, frame: bytearray) -> None:
+        """Send one frame; ``frame`` is reused by the caller right after this returns."""
+
+    def send_stream(self, framer: Framer, count: int) -> None:
+        """Send messages ``0 .. count-1`` built by ``framer`` (the timed loop)."""
+        send = self.send
+        frame = framer.frame
+        for seq in range(count):
+            send(frame(seq))
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most ends have nothing to free
+        """Release this end (default: nothing to release)."""
+
+
+class Receiver(ABC):
+    """The reading end of a channel, in a child process."""
+
+    @abstractmethod
+    def recv(self) -> Buffer:
+        """Wait for and return the next message (valid until the next call)."""
+
+    def take(self, check: Callable[[Buffer], bool]) -> bool:
+        """Receive one message and return ``check(message)`` while it is still valid."""
+        return check(self.recv())
+
+    def recv_stream(self, verifier: Verifier) -> None:
+        """Receive and verify until ``verifier`` has every timed message (the timed loop)."""
+        take = self.take
+        check = verifier.check
+        remaining = verifier.total - verifier.received
+        while remaining:
+            if take(check):
+                remaining -= 1
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most ends have nothing to free
+        """Release this end (default: nothing to release)."""
+
+
+class Link(ABC):
+    """A channel opened in the parent; children derive their ends from it after fork."""
+
+    @abstractmethod
+    def sender(self, index: int) -> Sender:
+        """Return writer ``index``'s end (called in that writer's process)."""
+
+    @abstractmethod
+    def receiver(self, index: int) -> Receiver:
+        """Return reader ``index``'s end (called in that reader's process)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free what the parent created (called once, after every child ended)."""
+
+
+class FanoutSender(Sender):
+    """Fan-out for point-to-point transports: the writer sends each frame on every link."""
+
+    def __init__(self, senders: Sequence[Sender]) -> None:
+        self._senders = list(senders)
+
+    def send(self, frame: bytearray) -> None:
+        """Send ``frame`` to every reader in turn."""
+        for s in self._senders:
+            s.send(frame)
+
+    def close(self) -> None:
+        """Close every per-reader end."""
+        for s in self._senders:
+            s.close()
+
+
+class QueueLink(Link):
+    """A link made of queue-like objects: one shared (1:1, fan-in) or one per reader.
+
+    Fan-out over a point-to-point queue means the writer sends every frame to each
+    reader's own queue. Subclasses say how to make one queue and wrap its two ends.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.fanout = channel.shape == "fanout"
+        self.queues = [self.make() for _ in range(channel.readers if self.fanout else 1)]
+
+    @abstractmethod
+    def make(self) -> Any:
+        """Create one queue for this channel (in the parent)."""
+
+    @abstractmethod
+    def wrap_sender(self, queue: Any) -> Sender:
+        """Return the writing end of ``queue``."""
+
+    @abstractmethod
+    def wrap_receiver(self, queue: Any) -> Receiver:
+        """Return the reading end of ``queue``."""
+
+    def sender(self, index: int) -> Sender:
+        """Return the writer's end: every reader's queue for fan-out, else the one queue."""
+        if self.fanout:
+            return FanoutSender([self.wrap_sender(q) for q in self.queues])
+        return self.wrap_sender(self.queues[0])
+
+    def receiver(self, index: int) -> Receiver:
+        """Return reader ``index``'s end."""
+        return self.wrap_receiver(self.queues[index if self.fanout else 0])
+
+
+class Transport:
+    """One row of the comparison.
+
+    Attributes:
+        key: short id used on the command line (``--peers``).
+        label: the row name in the table.
+        wait: how its receive waits: ``blocking`` or ``busy-poll``.
+        package: the distribution whose presence (and version) decides availability,
+            or ``None`` for the standard library.
+        module: the import name to look for.
+        cases: the case keys (see ``_cases``) this transport takes part in.
+        link: the :class:`Link` class :meth:`open` instantiates for each channel.
+        is_pykernel: True for the pykernel rows (the ones compared to the peers).
+
+    """
+
+    key: str = ""
+    label: str = ""
+    wait: str = "blocking"
+    package: str | None = None
+    module: str | None = None
+    cases: frozenset[str] = frozenset()
+    is_pykernel: bool = False
+
+    def unavailable(self) -> str | None:
+        """Return why this transport cannot run here (e.g. ``not installed``), or None."""
+        if self.module is not None and importlib.util.find_spec(self.module) is None:
+            return "not installed"
+        return None
+
+    def version(self) -> str:
+        """Return the installed version of the package, or ``stdlib``."""
+        if self.package is None:
+            return "stdlib"
+        try:
+            return metadata.version(self.package)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    link: Callable[[Channel], Link] | None = None
+
+    def open(self, channel: Channel) -> Link:
+        """Create the channel in the parent process; must be inheritable by fork.
+
+        The default builds ``self.link(channel)``; a transport may override it instead.
+        """
+        if self.link is None:
+            raise NotImplementedError(f"{type(self).__name__} sets neither link nor open()")
+        return self.link(channel)
