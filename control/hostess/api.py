@@ -1,5 +1,8 @@
 """Hostess's HTTP routes, free of any HTTP server: the control surface mounts :func:`handle`.
 
+On the control surface: ``Surface(..., mounts={"/api/hostess/": mount(hostess, authorize)})``
+where ``authorize(request) -> bool`` checks the bearer token for the changing methods.
+
 ``handle(hostess, method, path, query, body) -> (status, payload)`` takes the decoded parts
 of a request (``query`` maps a name to a string or a list of strings, as ``parse_qs`` gives)
 and returns a status and a JSON-ready payload. :data:`OPENAPI_PATHS` describes the routes.
@@ -28,7 +31,7 @@ from control.hostess.errors import (
 from control.hostess.lease import Lease
 from control.hostess.registry import Hostess
 
-PREFIX = "/hostess"
+PREFIX = "/api/hostess"
 """Where the routes live on the control surface."""
 MAX_BODY = 16 << 20
 """Largest accepted request body, in bytes."""
@@ -321,3 +324,29 @@ OPENAPI_PATHS: dict[str, Payload] = {
     f"{PREFIX}/expire": {"post": _op("Expire lapsed guests and uses now", 200)},
 }
 """The OpenAPI ``paths`` fragment for Hostess's routes."""
+
+
+def mount(hostess: Hostess, authorize: Callable[[Any], bool] | None = None) -> Callable[[Any], Any]:
+    """Adapt :func:`handle` to the control surface's ``mounts`` (Request -> Response).
+
+    Args:
+        hostess: the registry to serve.
+        authorize: called with the request for every method but GET; False answers 401.
+            None lets every request through (only for a surface that checks itself).
+
+    Returns:
+        A handler taking the surface's ``Request`` and returning its ``Response``.
+
+    """
+    from control.surface import Request, Response  # the surface is the caller's layer
+
+    def serve(request: Request) -> Response:
+        if request.method.upper() != "GET" and authorize is not None and not authorize(request):
+            message = "changing Hostess needs 'Authorization: Bearer <token>'"
+            return Response.json({"error": {"type": "Unauthorized", "message": message}}, 401)
+        status, payload = handle(
+            hostess, request.method, request.path, dict(request.query), request.body
+        )
+        return Response.json(payload, status)
+
+    return serve

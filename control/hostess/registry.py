@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -156,7 +156,7 @@ class Hostess:
         identity: Identity | str,
         terminals: Sequence[TerminalSpec | Mapping[str, Any]] = (),
         *,
-        tags: Iterable[str] = (),
+        tags: Collection[str] = (),
         metadata: Mapping[str, Any] | None = None,
         lease: Lease | None = None,
     ) -> Guest:
@@ -181,8 +181,8 @@ class Hostess:
 
         """
         ident = identity if isinstance(identity, Identity) else Identity.parse(identity)
-        specs = check_terminals(list(terminals) if not isinstance(terminals, list) else terminals)
-        tag_list = check_tags(list(tags) if not isinstance(tags, list | tuple) else tags)
+        specs = check_terminals(terminals)
+        tag_list = check_tags(tags)
         meta = check_metadata({} if metadata is None else metadata)
         if lease is None:
             lease = Lease.process()
