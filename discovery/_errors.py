@@ -11,6 +11,7 @@
           ├── InterfaceError        an interface that cannot be opened for LLDP
           ├── BeaconError           the beacon failed (one uniform answer, no detail)
           ├── ProbeError            a probe request that cannot be made as written
+          ├── DiscoveryConfigError  options (wiring file / CLI) that cannot be used
           └── StateFileError        a run-directory state file unreadable or malformed
 """
 
@@ -73,6 +74,10 @@ class BeaconError(DiscoveryError):
 
 class ProbeError(DiscoveryError):
     """A probe that cannot be attempted as requested (bad target or transport)."""
+
+
+class DiscoveryConfigError(DiscoveryError):
+    """Discovery options that cannot be used; the message names the option and value."""
 
 
 class StateFileError(DiscoveryError):

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from discovery._errors import InterfaceError, TlvLimitError
+from discovery._errors import InterfaceError
 from discovery._ifaces import IfaceInfo, ipv4_address, ipv6_addresses, list_ifaces
 from discovery.frames import FrameSpec, build_frame
 from discovery.hints import Hints
@@ -142,6 +142,41 @@ def management_address(info: IfaceInfo) -> ManagementAddress | None:
     return None
 
 
+def local_frame(
+    config: AgentConfig, chassis: tuple[int, bytes], info: IfaceInfo, ttl: int
+) -> bytes:
+    """Build the frame this host sends on ``info`` with ``ttl`` (0: shutdown).
+
+    Raises:
+        TlvLimitError: the configuration does not fit 802.1AB's limits.
+        ScapyMissingError: scapy is not installed.
+
+    """
+    mgmt = management_address(info)
+    spec = FrameSpec(
+        source_mac=info.mac,
+        chassis_subtype=chassis[0],
+        chassis_id=chassis[1],
+        port_subtype=PORT_IFNAME,
+        port_id=info.name.encode(),
+        ttl=ttl,
+        port_description=info.name,
+        system_name=config.system_name or socket.gethostname(),
+        system_description=config.system_description,
+        management_addresses=(mgmt,) if mgmt else (),
+        org_tlvs=(config.hints.to_org_tlv(),) if config.hints else (),
+    )
+    return build_frame(spec)
+
+
+def default_chassis() -> tuple[int, bytes]:
+    """Return our chassis ID: MAC of the first Ethernet interface, else the hostname."""
+    for info in list_ifaces():
+        if info.ethernet and any(info.mac):
+            return (CHASSIS_MAC, info.mac)
+    return (CHASSIS_LOCAL, socket.gethostname().encode()[:255] or b"pykernel")
+
+
 class LldpAgent:
     """Runs LLDP on the chosen interfaces in one background thread.
 
@@ -177,15 +212,10 @@ class LldpAgent:
             ("sent", "shutdowns_sent", "send_errors", "received", "opened", "closed"), 0
         )
         self._errors: dict[str, int] = {}
-        self.chassis = config.chassis or self._default_chassis()
+        self.chassis = config.chassis or default_chassis()
         table.set_own_chassis(self.chassis)
-
-    @staticmethod
-    def _default_chassis() -> tuple[int, bytes]:
-        for info in list_ifaces():
-            if info.ethernet and any(info.mac):
-                return (CHASSIS_MAC, info.mac)
-        return (CHASSIS_LOCAL, socket.gethostname().encode()[:255] or b"pykernel")
+        if not config.receive_only:  # refuse a bad configuration now, not on every send
+            local_frame(config, self.chassis, IfaceInfo("pk-check", 0, bytes(6), True, True), 0)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -309,36 +339,10 @@ class LldpAgent:
             else:
                 port.next_tx = now + self.config.tx_interval
 
-    def frame_for(self, info: IfaceInfo, ttl: int) -> bytes:
-        """Build the frame we send on ``info`` with ``ttl``.
-
-        Raises:
-            TlvLimitError: the configuration does not fit 802.1AB's limits.
-
-        """
-        cfg = self.config
-        mgmt = management_address(info)
-        spec = FrameSpec(
-            source_mac=info.mac,
-            chassis_subtype=self.chassis[0],
-            chassis_id=self.chassis[1],
-            port_subtype=PORT_IFNAME,
-            port_id=info.name.encode(),
-            ttl=ttl,
-            port_description=info.name,
-            system_name=cfg.system_name or socket.gethostname(),
-            system_description=cfg.system_description,
-            management_addresses=(mgmt,) if mgmt else (),
-            org_tlvs=(cfg.hints.to_org_tlv(),) if cfg.hints else (),
-        )
-        return build_frame(spec)
-
     def _send(self, port: _Port, ttl: int) -> bool:
         key = "sent" if ttl else "shutdowns_sent"
         try:
-            port.sock.send(self.frame_for(port.info, ttl))
-        except TlvLimitError:
-            raise
+            port.sock.send(local_frame(self.config, self.chassis, port.info, ttl))
         except OSError as exc:
             log.debug("send on %s: %s", port.info.name, exc)
             with self._lock:

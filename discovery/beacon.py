@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from discovery._errors import BeaconError, DiscoveryError
+from discovery._errors import BeaconError, DiscoveryConfigError
 
 PROTOCOL = b"pykernel-beacon-v1"
 MAGIC = b"PKB1"
@@ -51,7 +51,7 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MIN_PASSPHRASE = 8
 
 
-class BeaconConfigError(DiscoveryError):
+class BeaconConfigError(DiscoveryConfigError):
     """A beacon set up wrongly (passphrase too short, bad identity)."""
 
 

@@ -70,6 +70,16 @@ def _scapy() -> tuple[ModuleType, Any]:
     return lldp, Ether
 
 
+def require_scapy() -> None:
+    """Fail early, with one clear line, when scapy is missing.
+
+    Raises:
+        ScapyMissingError: scapy cannot be imported.
+
+    """
+    _scapy()
+
+
 def scapy_available() -> bool:
     """Whether scapy can be imported (frames can be built)."""
     try:
