@@ -3,6 +3,8 @@
 ::
 
     surface = Surface(state, actions, run_dir=run_dir)   # 127.0.0.1, a free port
+    surface.mount("/api/hostess/", hostess_api.mount(hostess, surface.authorize),
+                  hostess_api.OPENAPI_PATHS)             # optional: Hostess's routes
     surface.start()
     print(surface.url, surface.token_file)               # token stored 0600
     ...
@@ -20,11 +22,12 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from control.state import SystemState
 from control.surface._actions import KernelActions
 from control.surface._api import ROUTES, Api, Request, Response, Route
-from control.surface._auth import INFO_FILE, TOKEN_FILE, create_token, write_info
+from control.surface._auth import INFO_FILE, TOKEN_FILE, create_token, token_matches, write_info
 from control.surface._errors import (
     BadRequest,
     Conflict,
@@ -86,6 +89,23 @@ class Surface:
         """The base URL, e.g. ``http://127.0.0.1:41234``."""
         host, port = self.address
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def authorize(self, request: Request) -> bool:
+        """Return whether ``request`` carries this surface's bearer token (for mounts)."""
+        return token_matches(request.headers.get("authorization"), self.token)
+
+    def mount(self, prefix: str, handler: Callable[[Request], Response],
+              openapi_paths: Mapping[str, Any] | None = None) -> None:
+        """Serve every path under ``prefix`` with ``handler`` (e.g. Hostess's routes).
+
+        Args:
+            prefix: path prefix, e.g. ``/api/hostess/``.
+            handler: answers a request; it checks authorization itself (see :meth:`authorize`).
+            openapi_paths: its OpenAPI ``paths`` entries, merged into ``/openapi.json``.
+
+        """
+        self.api.mounts[prefix] = handler
+        self.api.openapi_extra.update(openapi_paths or {})
 
     def start(self) -> Surface:
         """Serve on a daemon thread; write ``surface.json`` to the run directory."""

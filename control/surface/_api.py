@@ -184,6 +184,7 @@ class Api:
         self.token = token
         self.export = export if export is not None else (lambda: export_yaml(state))
         self.mounts = dict(mounts or {})
+        self.openapi_extra: dict[str, Any] = {}
         self._modify_lock = threading.Lock()
 
     # ------------------------------------------------------------ dispatch
@@ -227,6 +228,9 @@ class Api:
             return getattr(self, route.handler)(params, req.query)
         except SurfaceError as exc:
             return Response.error(exc)
+        except Exception as exc:  # a bug answers 500 JSON, never a dropped connection
+            return Response.error(SurfaceError(
+                f"internal error: {type(exc).__name__}: {exc}", "", 500))
 
     def _body(self, req: Request, route: Route) -> dict[str, Any]:
         if not route.body:
@@ -330,7 +334,9 @@ class Api:
         """GET /openapi.json."""
         from control.surface._openapi import document
 
-        return Response.json(document(ROUTES))
+        doc = document(ROUTES)
+        doc["paths"].update(self.openapi_extra)
+        return Response.json(doc)
 
     def stream_payload(self, since: int) -> dict[str, Any]:
         """Return what one live update carries: system, servers, connections, new events."""
