@@ -1,0 +1,205 @@
+"""Every benchmark message is verified: the frame checks catch every kind of damage."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pykernel.bench import VerifyError
+from pykernel.bench._frames import WARM_SEQ, Framer, Verifier, body_pattern, make_tag
+
+sizes = st.integers(min_value=16, max_value=600)
+
+
+def frames(size: int, count: int, writer: int = 0) -> list[bytes]:
+    f = Framer(size, writer)
+    return [bytes(f.frame(i)) for i in range(count)]
+
+
+class TestFramer:
+    def test_layout_tags_both_ends_and_pattern_between(self) -> None:
+        """A frame is tag, body pattern, tag; the tag holds writer and sequence."""
+        f = Framer(64, writer=3).frame(7)
+        tag = make_tag(3, 7)
+        assert struct.unpack_from("<Q", f, 0)[0] == tag
+        assert struct.unpack_from("<Q", f, 56)[0] == tag
+        assert bytes(f[8:56]) == body_pattern(64)
+
+    def test_body_pattern_is_not_constant(self) -> None:
+        """The body varies byte to byte, so a shifted copy does not compare equal."""
+        body = body_pattern(64)
+        assert len(set(body)) > 10
+
+    def test_too_small_frame_is_refused(self) -> None:
+        """Frames under 16 bytes cannot carry two tags."""
+        with pytest.raises(VerifyError, match="frame size 8 is below the minimum of 16"):
+            Framer(8)
+
+    def test_writer_index_out_of_range_is_refused(self) -> None:
+        """The writer id has 15 bits in the tag."""
+        with pytest.raises(VerifyError, match="writer index 40000 is outside"):
+            Framer(64, writer=40000)
+
+    @given(
+        size=st.sampled_from([16, 64, 4096]), seq=st.integers(0, 10**9), count=st.integers(1, 40)
+    )
+    def test_block_rows_equal_single_frames(self, size: int, seq: int, count: int) -> None:
+        """The numpy batch builder yields exactly the frames the single builder does."""
+        f = Framer(size, writer=2)
+        block = f.block(seq, count)
+        for i in range(count):
+            assert bytes(block[i]) == bytes(Framer(size, 2).frame(seq + i))
+
+    def test_block_needs_multiple_of_eight(self) -> None:
+        """Batch frames are built as u64 words."""
+        with pytest.raises(VerifyError, match="multiple of 8, not 20"):
+            Framer(20).block(0, 4)
+
+
+class TestVerifier:
+    def test_accepts_an_intact_stream_and_counts_it(self) -> None:
+        """Every message in order passes; the count is checked at the end."""
+        v = Verifier(64, writers=1, count=50)
+        assert all(v.check(m) for m in frames(64, 50))
+        assert v.done
+        v.finish()
+
+    def test_missing_messages_fail_the_count(self) -> None:
+        """Ending early is an error naming how many arrived."""
+        v = Verifier(64, 1, 10)
+        for m in frames(64, 9):
+            v.check(m)
+        with pytest.raises(VerifyError, match="writer 0: received 9 of 10 messages"):
+            v.finish()
+
+    def test_gap_is_reported(self) -> None:
+        """A lost message shows as a gap at the next one."""
+        v = Verifier(64, 1, 10)
+        ms = frames(64, 10)
+        v.check(ms[0])
+        with pytest.raises(VerifyError, match="got message 2, expected 1: gap"):
+            v.check(ms[2])
+
+    def test_duplicate_is_reported(self) -> None:
+        """A message seen twice is an error."""
+        v = Verifier(64, 1, 10)
+        ms = frames(64, 3)
+        v.check(ms[0])
+        v.check(ms[1])
+        with pytest.raises(VerifyError, match="got message 1, expected 2: duplicate"):
+            v.check(ms[1])
+
+    def test_more_than_sent_is_reported(self) -> None:
+        """A message beyond the announced count is an error."""
+        v = Verifier(64, 1, 2)
+        for m in frames(64, 2):
+            v.check(m)
+        with pytest.raises(VerifyError, match="message 2 beyond the 2 sent"):
+            v.check(frames(64, 3)[2])
+
+    def test_torn_frame_is_reported(self) -> None:
+        """Head from one message and tail from another is a torn frame."""
+        ms = frames(64, 2)
+        torn = ms[0][:32] + ms[1][32:]
+        with pytest.raises(VerifyError, match="writer 0 message 0: torn frame"):
+            Verifier(64, 1, 2).check(torn)
+
+    def test_wrong_length_is_reported(self) -> None:
+        """A short or long message is named with both lengths."""
+        m = frames(64, 1)[0]
+        with pytest.raises(VerifyError, match="length 72, expected 64"):
+            Verifier(64, 1, 1).check(m + b"12345678")
+        with pytest.raises(VerifyError, match="frame of 8 bytes, expected 64"):
+            Verifier(64, 1, 1).check(m[:8])
+
+    def test_unknown_writer_is_reported(self) -> None:
+        """A tag naming a writer the reader does not expect is an error."""
+        with pytest.raises(VerifyError, match="unknown writer 5"):
+            Verifier(64, 2, 1).check(frames(64, 1, writer=5)[0])
+
+    def test_warm_up_frames_are_skipped_before_but_not_after(self) -> None:
+        """Warm-up frames are discarded; one after real data means reordering."""
+        v = Verifier(64, 1, 2)
+        warm = bytes(Framer(64).warm())
+        assert v.check(warm) is False and v.warm_seen == [True]
+        v.check(frames(64, 1)[0])
+        with pytest.raises(VerifyError, match="warm-up frame after message 0"):
+            v.check(warm)
+
+    def test_fan_in_keeps_order_per_writer(self) -> None:
+        """Interleaved writers pass when each is in order; a per-writer gap fails."""
+        v = Verifier(64, writers=2, count=3)
+        a, b = frames(64, 3, 0), frames(64, 3, 1)
+        for m in (a[0], b[0], b[1], a[1], a[2], b[2]):
+            v.check(m)
+        v.finish()
+        v2 = Verifier(64, 2, 3)
+        v2.check(a[0])
+        with pytest.raises(VerifyError, match="writer 1: got message 1, expected 0"):
+            v2.check(b[1])
+
+    @settings(max_examples=200)
+    @given(size=sizes, pos=st.integers(0, 10**6), flip=st.integers(1, 255), seq=st.integers(0, 30))
+    def test_any_single_byte_damage_is_caught(
+        self, size: int, pos: int, flip: int, seq: int
+    ) -> None:
+        """Flipping any bits of any byte of any frame is detected."""
+        ms = frames(size, seq + 1)
+        v = Verifier(size, 1, seq + 1)
+        for m in ms[:seq]:
+            v.check(m)
+        bad = bytearray(ms[seq])
+        bad[pos % size] ^= flip
+        with pytest.raises(VerifyError):
+            v.check(bad)
+
+    @given(data=st.binary(min_size=0, max_size=300))
+    def test_arbitrary_bytes_never_pass_as_a_message(self, data: bytes) -> None:
+        """Random input is rejected with a VerifyError, never another exception."""
+        v = Verifier(64, 1, 4)
+        try:
+            timed = v.check(data)
+        except VerifyError:
+            return
+        # Only a genuine frame (or the warm-up frame) may be accepted.
+        assert data in (frames(64, 1)[0], bytes(Framer(64).warm()))
+        assert timed == (data != bytes(Framer(64).warm()))
+
+
+class TestCheckMany:
+    @given(size=st.sampled_from([16, 64, 4096]), n=st.integers(1, 50), split=st.integers(0, 50))
+    def test_batch_path_accepts_what_single_path_accepts(
+        self, size: int, n: int, split: int
+    ) -> None:
+        """Two batches of an intact stream pass and count every message."""
+        ms = frames(size, n)
+        v = Verifier(size, 1, n)
+        k = min(split, n)
+        assert v.check_many(ms[:k]) + v.check_many(ms[k:]) == n
+        v.finish()
+
+    @given(pos=st.integers(0, 64 * 20 - 1), flip=st.integers(1, 255))
+    def test_batch_damage_is_caught_precisely(self, pos: int, flip: int) -> None:
+        """Damage anywhere in a batch falls back to the exact single-message error."""
+        ms = [bytearray(m) for m in frames(64, 20)]
+        ms[pos // 64][pos % 64] ^= flip
+        with pytest.raises(VerifyError, match=r"writer 0|unknown writer"):
+            Verifier(64, 1, 20).check_many(ms)
+
+    def test_leading_warm_up_frames_are_skipped(self) -> None:
+        """A batch that starts with leftover warm-up frames still verifies."""
+        warm = bytes(Framer(64).warm())
+        v = Verifier(64, 1, 5)
+        assert v.check_many([warm, warm, *frames(64, 5)]) == 5
+        v.finish()
+
+    def test_empty_batch_counts_nothing(self) -> None:
+        """An empty batch is not an error."""
+        assert Verifier(64, 1, 1).check_many([]) == 0
+
+    def test_seq_field_is_48_bits(self) -> None:
+        """The warm-up marker is the all-ones 48-bit sequence."""
+        assert WARM_SEQ == (1 << 48) - 1

@@ -1,0 +1,240 @@
+"""The comparison harness: real child processes, every message verified, failures reported.
+
+Tiny message counts keep each case well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pykernel._errors import UsageError
+from pykernel.bench import CASES, BenchConfig, BenchError, Transport, render, run_bench, run_case
+from pykernel.bench._cases import Case
+from pykernel.bench._peers_std import MpPipe, OsPipe, _FdLink, _FdReceiver
+from pykernel.bench._transport import Channel, Receiver, Sender
+from pykernel.bench.cli import register
+from pykernel.cli import _Parser
+
+CASE = {c.key: c for c in CASES}
+TINY = BenchConfig(
+    rtt_samples=200,
+    rtt_warmup=20,
+    timeout=15.0,
+    counts={"oneway64": 500, "oneway4k": 200, "oneway1m": 8, "fanout64": 200, "fanin64": 200},
+)
+
+
+def _leftovers() -> set[str]:
+    tmp = tempfile.gettempdir()
+    found = {
+        f"/dev/shm/{n}" for n in os.listdir("/dev/shm") if n.startswith(("pkb", "pykernel.pkb"))
+    }
+    return found | {f"{tmp}/{n}" for n in os.listdir(tmp) if n.startswith("pykernel-bench-")}
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Every test leaves no child process, shm segment or temp dir behind."""
+    before = _leftovers()
+    yield
+    assert multiprocessing.active_children() == []
+    assert _leftovers() - before == set()
+
+
+class _FlippingReceiver(_FdReceiver):
+    """Damages one byte of message 3, as a buggy transport would."""
+
+    def recv(self):  # type: ignore[no-untyped-def]
+        view = super().recv()
+        if struct.unpack_from("<Q", view)[0] == 3:
+            view[20] ^= 0xFF
+        return view
+
+
+class _FlippingLink(_FdLink):
+    def wrap_receiver(self, queue: tuple[int, int]) -> Receiver:
+        return _FlippingReceiver(queue[0], self.channel.size)
+
+
+class Corrupting(OsPipe):
+    key = "corrupting"
+    label = "corrupting pipe"
+    link = _FlippingLink
+
+
+class _Stuck(Receiver):
+    def recv(self):  # type: ignore[no-untyped-def]
+        time.sleep(3600)
+
+
+class _StuckLink(_FdLink):
+    def wrap_receiver(self, queue: tuple[int, int]) -> Receiver:
+        return _Stuck()
+
+
+class Hanging(OsPipe):
+    key = "hanging"
+    label = "hanging pipe"
+    link = _StuckLink
+
+
+class _DyingSender(Sender):
+    def send(self, frame: bytearray) -> None:
+        os._exit(9)
+
+
+class _DyingLink(_FdLink):
+    def wrap_sender(self, queue: tuple[int, int]) -> Sender:
+        return _DyingSender()
+
+
+class Dying(OsPipe):
+    key = "dying"
+    label = "dying pipe"
+    link = _DyingLink
+
+
+class Unbuildable(OsPipe):
+    key = "unbuildable"
+    label = "unbuildable"
+
+    def open(self, channel: Channel):  # type: ignore[no-untyped-def]
+        raise OSError(24, "Too many open files")
+
+
+class Absent(Transport):
+    key = "absent"
+    label = "absent-ipc"
+    module = "no_such_module_for_pykernel_bench"
+    cases = frozenset({"oneway64"})
+
+
+class TestRunCase:
+    @pytest.mark.parametrize("key", ["rtt64", "oneway64", "oneway1m", "fanout64", "fanin64"])
+    def test_os_pipe_runs_every_shape_and_verifies_every_message(self, key: str) -> None:
+        """A correct transport gives numbers for ping-pong, 1:1, fan-out and fan-in."""
+        r = run_case(OsPipe(), CASE[key], TINY)
+        assert r.status == "ok", r.error
+        if key == "rtt64":
+            assert r.metrics["samples"] == 200
+            assert 0 < r.metrics["p50_us"] <= r.metrics["p99_us"] <= r.metrics["p999_us"]
+        else:
+            fan = CASE[key].fan
+            assert r.metrics["messages"] == TINY.count(CASE[key]) * fan
+            assert r.metrics["msgs_per_s"] > 0
+
+    def test_queue_and_pipe_peers_run(self) -> None:
+        """The multiprocessing peers pass the fan-in case (shared queue, pipe per writer)."""
+        from pykernel.bench._peers_std import MpQueue
+
+        for t in (MpQueue(), MpPipe()):
+            r = run_case(t, CASE["fanin64"], TINY)
+            assert r.status == "ok", r.error
+
+    def test_corrupted_message_fails_the_case_with_the_reason(self) -> None:
+        """A damaged byte is caught on receive and named (writer, message, offset)."""
+        r = run_case(Corrupting(), CASE["oneway64"], TINY)
+        assert r.status == "failed"
+        assert "reader 0: VerifyError: writer 0 message 3: body differs at byte 20" in r.error
+
+    def test_hung_transport_is_killed_at_the_deadline(self) -> None:
+        """A receiver that never returns is killed and reported as a timeout."""
+        config = BenchConfig(counts={"oneway64": 10}, timeout=1.5)
+        began = time.monotonic()
+        r = run_case(Hanging(), CASE["oneway64"], config)
+        assert r.status == "timeout"
+        assert "no result within the case timeout from: " in r.error
+        assert time.monotonic() - began < 1.5 + 4
+
+    def test_child_that_dies_is_reported(self) -> None:
+        """A child exiting without a report fails the case with its exit code."""
+        r = run_case(Dying(), CASE["oneway64"], TINY)
+        assert r.status == "failed"
+        assert r.error is not None and "exited with code 9 without a result" in r.error
+
+    def test_setup_error_is_reported_not_raised(self) -> None:
+        """A transport that cannot even open its channel fails only its own case."""
+        r = run_case(Unbuildable(), CASE["oneway64"], TINY)
+        assert r.status == "failed"
+        assert r.error == "setup: OSError: [Errno 24] Too many open files"
+
+    def test_os_pipe_fan_in_refuses_messages_above_pipe_buf(self) -> None:
+        """Shared-pipe fan-in is only atomic up to PIPE_BUF; bigger is refused up front."""
+        big = Case("fanin1m", "fanin", 1 << 20, fan=2)
+        r = run_case(OsPipe(), big, TINY)
+        assert r.status == "failed" and "needs messages <= PIPE_BUF" in r.error
+
+
+class TestRunBench:
+    def test_failing_and_missing_transports_do_not_stop_the_run(self) -> None:
+        """Broken rows are reported; the working row still gets its numbers."""
+        report = run_bench(
+            TINY, transports=[OsPipe(), Corrupting(), Absent()], sizes=[64], mode="test"
+        )
+        data = report.to_json()
+        status = {t["key"]: t["status"] for t in data["transports"]}
+        assert status == {"os-pipe": "ok", "corrupting": "ok", "absent": "not installed"}
+        by = {(r["transport"], r["case"]): r["status"] for r in data["results"]}
+        assert by[("os-pipe", "oneway64")] == "ok" and by[("corrupting", "oneway64")] == "failed"
+        assert ("os-pipe", "oneway1m") not in by  # --sizes 64 keeps only 64 B cases
+        text = render(data)
+        assert "absent-ipc" in text and "not installed" in text
+        assert "corrupting oneway64: failed:" in text
+
+    def test_unknown_peer_and_size_are_named(self) -> None:
+        """Typos in --peers or --sizes are typed errors listing what exists."""
+        with pytest.raises(BenchError, match=r"--peers: unknown nope; known: .*os-pipe"):
+            run_bench(TINY, transports=[OsPipe()], peers=["nope"])
+        with pytest.raises(BenchError, match=r"--sizes: no case uses \[100\] bytes"):
+            run_bench(TINY, transports=[OsPipe()], sizes=[100])
+
+    def test_peers_filter_marks_the_others_excluded(self) -> None:
+        """Rows left out by --peers are listed as excluded, not silently dropped."""
+        data = run_bench(
+            TINY, transports=[OsPipe(), MpPipe()], peers=["mp-pipe"], sizes=[4096]
+        ).to_json()
+        status = {t["key"]: t["status"] for t in data["transports"]}
+        assert status == {"os-pipe": "excluded", "mp-pipe": "ok"}
+
+
+class TestCli:
+    def _run(self, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+        parser = _Parser(prog="pykernel")
+        register(parser.add_subparsers(dest="verb", parser_class=_Parser))
+        args = parser.parse_args(argv)
+        code = args.func(args)
+        return code, capsys.readouterr().out
+
+    def test_json_shape(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--json prints machine info, raw results, values, ratios and targets."""
+        code, out = self._run(
+            ["bench", "--quick", "--json", "--peers", "os-pipe", "--sizes", "4KiB"], capsys
+        )
+        data = json.loads(out)
+        assert code == 0
+        assert {"cpu_model", "cores_online", "cores_usable", "kernel", "python"} <= set(
+            data["machine"]
+        )
+        assert data["config"]["mode"] == "quick" and data["config"]["cases"] == ["oneway4k"]
+        row = next(r for r in data["results"] if r["transport"] == "os-pipe")
+        assert row["status"] == "ok" and row["metrics"]["messages"] == 5000
+        assert data["values"]["os-pipe"]["oneway4k.mb_per_s"] > 0
+        assert all({"target", "met", "metric"} <= set(t) for t in data["targets"])
+
+    def test_bad_size_is_a_usage_style_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A bad --sizes value leaves as a typed error before anything runs."""
+        with pytest.raises(BenchError, match="cannot read size 'huge'"):
+            self._run(["bench", "--sizes", "huge"], capsys)
+
+    def test_unknown_flag_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """argparse errors are typed (UsageError), so the CLI prints one line."""
+        with pytest.raises(UsageError, match="unrecognized arguments: --fast"):
+            self._run(["bench", "--fast"], capsys)
