@@ -340,6 +340,7 @@ def record_connectome(
                     f"connectome {connectome_id} version {version} is already recorded with "
                     "other connections; bump the version"
                 )
+            return  # the same version again: nothing to do
     existing = {
         (tid, conn): use_id
         for use_id, tid, conn in db.execute(
