@@ -32,11 +32,13 @@ from typing import Any
 
 from control.errors import PlanError
 from control.lint import group_pipes, load_checked, pipe_owner
-from control.manifest import Manifest, TerminalSpec, check_manifest
-from control.wiring import ServerSpec, Wiring
+from control.manifest import DIRECTIONS, Manifest, TerminalSpec, check_manifest
+from control.wiring import RESTART_POLICIES, ServerSpec, Wiring
 
 PLAN_VERSION = 1
 """Format version written into the plan's JSON."""
+PIPE_SHAPES = ("one", "multiplexer", "combiner")
+"""Pipe shapes: 1:1, fan-out, fan-in."""
 
 
 def canonical_json(data: Any, indent: int | None = None) -> str:
@@ -363,6 +365,20 @@ def _get(data: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     return value
 
 
+def _choice(data: Any, key: str, choices: tuple[str, ...], where: str) -> str:
+    value = _get(data, key, str, where)
+    if value not in choices:
+        raise PlanError(f"{where}.{key}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _seconds(data: Any, key: str, where: str) -> float:
+    value = _get(data, key, (int, float), where)
+    if not 0 < value <= 3600:
+        raise PlanError(f"{where}.{key}: {value!r} is not a delay in (0, 3600] seconds")
+    return float(value)
+
+
 def _shape(value: Any, where: str) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -378,7 +394,8 @@ def _plan_from_dict(data: Any) -> Plan:
     for i, p in enumerate(_get(data, "pipes", list, "plan")):
         w = f"plan.pipes[{i}]"
         pipes.append(PlannedPipe(
-            _get(p, "name", str, w), _get(p, "shape", str, w), _get(p, "slot_size", int, w),
+            _get(p, "name", str, w), _choice(p, "shape", PIPE_SHAPES, w),
+            _get(p, "slot_size", int, w),
             _get(p, "slots", int, w), _get(p, "lossy", bool, w), _get(p, "mode", int, w),
             _get(p, "max_readers", int, w), _get(p, "max_writers", int, w)))
     conns = []
@@ -406,7 +423,8 @@ def _server_from_dict(s: Any, w: str) -> PlannedServer:
         if dtype is not None and not isinstance(dtype, str):
             raise PlanError(f"{tw}.dtype: wrong type {type(dtype).__name__}")
         terminals.append((name, TerminalBinding(
-            _get(b, "pipe", str, tw), _get(b, "role", str, tw), _get(b, "direction", str, tw),
+            _get(b, "pipe", str, tw), _choice(b, "role", ("writer", "reader"), tw),
+            _choice(b, "direction", DIRECTIONS, tw),
             _get(b, "message_size", int, tw), dtype, _shape(b.get("shape"), f"{tw}.shape"))))
     env = _get(s, "env", dict, w)
     if not all(isinstance(v, str) for v in env.values()):
@@ -418,7 +436,7 @@ def _server_from_dict(s: Any, w: str) -> PlannedServer:
     if entry is not None and not isinstance(entry, str):
         raise PlanError(f"{w}.entry: wrong type {type(entry).__name__}")
     return PlannedServer(
-        _get(s, "name", str, w), built, _get(s, "kind", str, w), entry, tuple(argv),
-        _get(s, "cwd", str, w), dict(sorted(env.items())), _get(s, "restart", str, w),
-        float(_get(s, "backoff_initial", (int, float), w)),
-        float(_get(s, "backoff_max", (int, float), w)), tuple(deps), dict(terminals))
+        _get(s, "name", str, w), built, _choice(s, "kind", ("python", "command"), w), entry,
+        tuple(argv), _get(s, "cwd", str, w), dict(sorted(env.items())),
+        _choice(s, "restart", RESTART_POLICIES, w), _seconds(s, "backoff_initial", w),
+        _seconds(s, "backoff_max", w), tuple(deps), dict(terminals))
