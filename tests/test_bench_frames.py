@@ -110,7 +110,7 @@ class TestVerifier:
     def test_wrong_length_is_reported(self) -> None:
         """A short or long message is named with both lengths."""
         m = frames(64, 1)[0]
-        with pytest.raises(VerifyError, match="length 72, expected 64"):
+        with pytest.raises(VerifyError, match="frame of 72 bytes, expected 64"):
             Verifier(64, 1, 1).check(m + b"12345678")
         with pytest.raises(VerifyError, match="frame of 8 bytes, expected 64"):
             Verifier(64, 1, 1).check(m[:8])
