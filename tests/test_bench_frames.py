@@ -53,6 +53,13 @@ class TestFramer:
         for i in range(count):
             assert bytes(block[i]) == bytes(Framer(size, 2).frame(seq + i))
 
+    def test_block_rows_are_views_of_the_same_frames(self) -> None:
+        """The reusable row views carry the frames of the latest block call."""
+        f = Framer(64)
+        f.block_rows(0, 8)
+        rows = f.block_rows(100, 8)
+        assert [bytes(r) for r in rows] == [bytes(Framer(64).frame(100 + i)) for i in range(8)]
+
     def test_block_needs_multiple_of_eight(self) -> None:
         """Batch frames are built as u64 words."""
         with pytest.raises(VerifyError, match="multiple of 8, not 20"):

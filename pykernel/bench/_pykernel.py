@@ -55,15 +55,13 @@ class _PkBatchSender(_PkSender):
 
     def send_stream(self, framer: Framer, count: int) -> None:
         send_batch = self._w.send_batch
-        size = framer.size
+        rows = framer.block_rows
         seq = 0
         while seq < count:
             k = min(_BATCH, count - seq)
-            raw = framer.block(seq, k).tobytes()
-            msgs = [raw[i : i + size] for i in range(0, k * size, size)]
+            msgs = rows(seq, k)  # views of one reused block: no per-message objects
             while msgs:
-                n = send_batch(msgs)
-                del msgs[:n]
+                msgs = msgs[send_batch(msgs) :]
             seq += k
 
 
