@@ -1,0 +1,180 @@
+/* pk_layout.h - the shared-memory layout of a pipe and the process-local handles.
+ *
+ * Segment: [pk_hdr][reader records][writer records][slot 0][slot 1]...[slot slots-1]
+ *
+ * Locking note (who writes what, so no lock is ever needed):
+ *   hdr->head          single-writer shapes: the one writer (plain store-release);
+ *                      combiner: every writer, by compare-and-swap (the claim).
+ *   slot->seq/len      the writer that claimed the slot's position; a recovering peer
+ *                      only after that writer was proven dead (CAS, so at most once).
+ *   reader rec->tail   its reader; writers load it to know which slots are free.
+ *   rec->pid           CAS 0 -> pid to attach; owner or reaper stores 0 to detach.
+ *   counters           each owned by one side, relaxed, read by pk_pipe_stats.
+ *   data_word          bumped by writers when readers sleep; space_word the reverse.
+ *
+ * Positions are 64-bit, free-running: slot index = pos & (slots - 1). Because slots is a
+ * power of two the mask stays correct when pos wraps at 2^64 (2^64 is a multiple of it).
+ * A slot holding position p has seq == p + 1 once published; seq == p + 1 - slots means
+ * the slot is free for p (its previous lap was published). Lossless mode never lets seq
+ * run ahead of a reader; lossy mode does, and readers detect it: seq moved before or
+ * during their copy (a seqlock whose odd state is the marker value p).
+ */
+#ifndef PK_LAYOUT_H
+#define PK_LAYOUT_H
+
+#include <assert.h>
+#include <stdalign.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pk_atomic.h"
+#include "pykernel.h"
+
+#define PK_MAGIC 0x4c454e52454b5950ULL /* "PYKERNEL" read as little-endian bytes */
+#define PK_CACHE_LINE 64
+#define PK_LEN_ABORTED 0xffffffffu /* slot len of a claim whose writer died */
+#define PK_TICK_NS 20000000LL      /* liveness check period while sleeping (20 ms) */
+#define PK_DEFAULT_SPIN_NS 50000u
+
+typedef struct pk_hdr {
+    /* line 0: identity and geometry, written by the creator before `ready`, then constant */
+    uint64_t magic;
+    uint32_t abi_version;
+    uint32_t header_bytes; /* offset of slot 0 */
+    uint64_t total_bytes;
+    uint32_t slot_size;
+    uint32_t slot_stride;
+    uint32_t slots;
+    uint32_t shape;
+    uint32_t flags;
+    uint32_t max_readers;
+    uint32_t max_writers;
+    int32_t creator_pid;
+    uint64_t creator_start;
+    /* line 1: more constants and rarely written flags */
+    alignas(PK_CACHE_LINE) uint64_t start_pos;
+    uint64_t created_ns;
+    _Atomic uint32_t ready;       /* creator stores 1 (release) after init; openers acquire */
+    _Atomic uint32_t reader_seen; /* a reader attached once: a missing reader is now "gone" */
+    _Atomic uint32_t writer_seen; /* a writer attached once: a missing writer is now "gone" */
+    _Atomic int32_t repair_pid;   /* holder of the repair lock (reaping dead peers, aborting
+                                     dead claims); CAS 0 -> pid, stolen if the holder died */
+    /* line 2: the claim cursor */
+    alignas(PK_CACHE_LINE) _Atomic uint64_t head;
+    /* line 3: readers sleep here; writers bump it when data_waiters > 0 */
+    alignas(PK_CACHE_LINE) _Atomic uint32_t data_word;
+    _Atomic uint32_t data_waiters;
+    /* line 4: writers sleep here; readers bump it when space_waiters > 0 */
+    alignas(PK_CACHE_LINE) _Atomic uint32_t space_word;
+    _Atomic uint32_t space_waiters;
+} pk_hdr;
+
+static_assert(offsetof(pk_hdr, start_pos) == 64, "constants fill line 0");
+static_assert(offsetof(pk_hdr, head) == 128, "head on its own line");
+static_assert(offsetof(pk_hdr, data_word) == 192, "data futex on its own line");
+static_assert(offsetof(pk_hdr, space_word) == 256, "space futex on its own line");
+static_assert(sizeof(pk_hdr) == 320, "header is five cache lines");
+
+typedef struct pk_reader_rec {
+    _Atomic int32_t pid;    /* 0 free, > 0 owner, < 0 being reaped */
+    uint32_t pad0;
+    _Atomic uint64_t start; /* owner's start time (clock ticks since boot), pid-reuse guard */
+    _Atomic uint64_t tail;  /* next position to read; store-release by the reader pairs with
+                               the writers' load-acquire before they reuse a slot */
+    _Atomic uint64_t messages, bytes, drops, waits; /* owned by the reader */
+    uint64_t pad1;
+} pk_reader_rec;
+
+typedef struct pk_writer_rec {
+    _Atomic int32_t pid;
+    _Atomic uint32_t claim_gen; /* combiner: seqlock over (claim_pos, claim_n), odd while the
+                                   writer updates them */
+    _Atomic uint64_t start;
+    _Atomic uint64_t claim_pos; /* combiner: [claim_pos, claim_pos + claim_n) is (being)
+                                   claimed by this writer; claim_n 0 = none */
+    _Atomic uint32_t claim_n;
+    uint32_t pad0;
+    _Atomic uint64_t messages, bytes, waits, full; /* owned by the writer */
+} pk_writer_rec;
+
+static_assert(sizeof(pk_reader_rec) == PK_CACHE_LINE, "one reader per cache line");
+static_assert(sizeof(pk_writer_rec) == PK_CACHE_LINE, "one writer per cache line");
+
+typedef struct pk_slot {
+    _Atomic uint64_t seq; /* p + 1 once position p is published (store-release by the writer,
+                             load-acquire by readers); p while a lossy writer overwrites the
+                             slot for p (the seqlock marker: never equal to a reader's
+                             expected value, since p and p + 1 differ modulo slots) */
+    _Atomic uint32_t len; /* payload bytes, or PK_LEN_ABORTED */
+    uint32_t pad;
+    /* payload follows, 16-byte aligned */
+} pk_slot;
+
+static_assert(sizeof(pk_slot) == PK_SLOT_HEADER, "slot header size is public");
+
+/* Process-local handle of a mapped pipe. */
+struct pk_pipe {
+    pk_hdr *hdr;
+    pk_reader_rec *readers;
+    pk_writer_rec *writers;
+    unsigned char *ring;
+    size_t map_bytes;
+    uint64_t mask;      /* slots - 1, cached */
+    uint32_t stride;    /* cached slot stride */
+    uint32_t slots;
+    uint32_t slot_size;
+    uint32_t shape;
+    uint32_t lossy;
+};
+
+struct pk_writer {
+    pk_pipe *p;
+    pk_writer_rec *rec;
+    uint32_t index;
+    uint32_t spin_ns;
+    int32_t pid;
+    uint64_t pos;        /* single-writer: next position to write (hdr->head mirror) */
+    uint64_t tail_cache; /* a cache of the slowest reader's tail: only ever behind it */
+    uint64_t reserved;   /* position held by pk_reserve, valid when has_reserved */
+    int has_reserved;
+    uint32_t claim_gen;  /* combiner: mirror of rec->claim_gen (we are its only writer) */
+};
+
+struct pk_reader {
+    pk_pipe *p;
+    pk_reader_rec *rec;
+    uint32_t index;
+    uint32_t spin_ns;
+    uint64_t pos;       /* next position to read (rec->tail mirror) */
+    int viewing;        /* pk_view handed out the slot at pos */
+};
+
+static inline pk_slot *pk_slot_at(const pk_pipe *p, uint64_t pos)
+{
+    /* pos & mask: see "Positions" above for why wrap-around at 2^64 is harmless. */
+    return (pk_slot *)(p->ring + (size_t)(pos & p->mask) * p->stride);
+}
+
+static inline unsigned char *pk_payload(pk_slot *s) { return (unsigned char *)s + PK_SLOT_HEADER; }
+
+/* pk_segment.c */
+int pk_alive_rec(int32_t pid, uint64_t start);
+uint64_t pk_self_start(void);
+int64_t pk_now_ns(void);
+
+/* pk_wait.c: spin, then sleep on `word` until cond() != 0, timeout, or tick() < 0. */
+typedef int (*pk_cond_fn)(void *ctx);
+int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, pk_cond_fn tick,
+            void *ctx, int64_t timeout_ns, uint32_t spin_ns, _Atomic uint64_t *wait_count);
+void pk_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters);
+
+/* pk_repair.c: dead peers and their leftovers, all under the repair lock. */
+int pk_repair_lock(pk_pipe *p);
+void pk_repair_unlock(pk_pipe *p);
+int pk_reap_readers(pk_pipe *p);              /* detach dead readers; returns how many */
+int pk_reap_writers(pk_pipe *p);              /* abort dead claims, detach dead writers */
+int pk_repair_pos(pk_pipe *p, uint64_t pos);  /* 1 once the slot for pos is published */
+int pk_any_live_writer(pk_pipe *p);
+void pk_set_claim(pk_writer *w, uint64_t pos, uint32_t n);
+
+#endif /* PK_LAYOUT_H */

@@ -1,0 +1,200 @@
+/* pk_repair.c - peers that died: detach them and abort what they left half done.
+ *
+ * Why the combiner uses a shared claim cursor plus per-slot sequences (Vyukov) rather than
+ * per-writer sub-rings: one ring keeps memory at slots x stride whatever max_writers is,
+ * the reader polls one slot instead of 32 sub-rings, and arrival order is global. The cost
+ * is that a writer dying between its claim (CAS on head) and its publish leaves a hole the
+ * reader cannot pass. The hole is repaired here: every writer advertises its claim range
+ * (seqlock-protected) *before* the CAS, so a claimed, unpublished position whose only
+ * claimers are dead processes can be proven abandoned and is published as "aborted"
+ * (PK_LEN_ABORTED), which readers skip. A live claimer always blocks the repair.
+ *
+ * All repairs run under one repair lock in the header (a pid word): two repairers never
+ * race on a slot, and a repairer that dies holding it is detected by pid and superseded.
+ * Repairs only happen on slow paths (sleeping waits, attach), never per message.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <unistd.h>
+
+#include "pk_layout.h"
+
+int pk_repair_lock(pk_pipe *p)
+{
+    _Atomic int32_t *lk = &p->hdr->repair_pid;
+    int32_t me = (int32_t)getpid();
+    int32_t cur = 0;
+    /* seq_cst CAS: its acquire pairs with the previous holder's release in unlock. */
+    if (atomic_compare_exchange_strong(lk, &cur, me))
+        return 1;
+    if (cur == me || pk_pid_alive(cur, 0))
+        return 0; /* busy (another thread here, or a live process): try again next tick */
+    return atomic_compare_exchange_strong(lk, &cur, me); /* the holder died: take over */
+}
+
+void pk_repair_unlock(pk_pipe *p) { pk_st_rel(&p->hdr->repair_pid, 0); }
+
+void pk_set_claim(pk_writer *w, uint64_t pos, uint32_t n)
+{
+    pk_writer_rec *wr = w->rec;
+    uint32_t g = w->claim_gen;
+    pk_st_rlx(&wr->claim_gen, g + 1);
+    /* Seqlock writer: the odd generation is visible before the new range (pairs with
+     * read_claim's acquire fence and generation reload). */
+    pk_fence_rel();
+    pk_st_rlx(&wr->claim_pos, pos);
+    pk_st_rlx(&wr->claim_n, n);
+    /* Pairs with read_claim's load-acquire of the generation; when clearing a claim, it
+     * also publishes the slots written under it (their seq stores come before). */
+    pk_st_rel(&wr->claim_gen, g + 2);
+    w->claim_gen = g + 2;
+}
+
+/* A consistent (pos, n) of one writer's claim; 0 if the seqlock stayed odd (only a writer
+ * that died mid-update leaves it so; the caller then sees possibly torn values). */
+static int read_claim(pk_writer_rec *wr, uint64_t *pos, uint32_t *n)
+{
+    for (int i = 0; i < 4096; i++) {
+        uint32_t g1 = pk_ld_acq(&wr->claim_gen); /* pairs with pk_set_claim's final release */
+        if (g1 & 1) {
+            pk_cpu_relax();
+            continue;
+        }
+        *pos = pk_ld_rlx(&wr->claim_pos);
+        *n = pk_ld_rlx(&wr->claim_n);
+        pk_fence_acq(); /* seqlock reader: the range loads happen before the re-check */
+        if (pk_ld_rlx(&wr->claim_gen) == g1)
+            return 1;
+    }
+    *pos = pk_ld_rlx(&wr->claim_pos);
+    *n = pk_ld_rlx(&wr->claim_n);
+    return 0;
+}
+
+/* 1 if a live writer claims pos (or might: its claim cannot be read); *dead set if a dead
+ * writer's claim covers pos. */
+static int claimers(pk_pipe *p, uint64_t pos, int *dead)
+{
+    int live = 0;
+    for (uint32_t i = 0; i < p->hdr->max_writers; i++) {
+        pk_writer_rec *wr = &p->writers[i];
+        int32_t pid = pk_ld_acq(&wr->pid); /* pairs with attach's CAS / detach's release */
+        if (pid <= 0)
+            continue;
+        uint64_t cp;
+        uint32_t n;
+        int ok = read_claim(wr, &cp, &n);
+        int covers = n != 0 && pos - cp < n; /* unsigned: also right across 2^64 */
+        int alive = pk_pid_alive(pid, pk_ld_acq(&wr->start));
+        if (alive && (covers || !ok))
+            live = 1;
+        else if (!alive && covers)
+            *dead = 1;
+    }
+    return live;
+}
+
+int pk_repair_pos(pk_pipe *p, uint64_t pos)
+{
+    pk_slot *s = pk_slot_at(p, pos);
+    for (int guard = 0; guard < 64; guard++) {
+        uint64_t seq = pk_ld_acq(&s->seq); /* pairs with writers' store-release */
+        if (pk_diff(seq, pos + 1) >= 0)
+            return 1;
+        /* Which position does the slot wait for? seq == q is a lossy writer's marker for q
+         * (same slot index); seq == x + 1 means x was published, so it waits for x + slots. */
+        uint64_t q = (seq & p->mask) == (pos & p->mask) ? seq : seq - 1 + p->slots;
+        if (pk_diff(pk_ld_acq(&p->hdr->head), q) <= 0)
+            return 0; /* nobody claimed q yet */
+        int dead = 0;
+        if (claimers(p, q, &dead) || !dead)
+            return 0; /* a live writer will publish it (or no evidence it was abandoned) */
+        /* Published while we looked (the claimer cleared its claim after publishing)? */
+        if (pk_ld_acq(&s->seq) != seq)
+            continue;
+        /* Only dead processes claim q and we hold the repair lock: nobody else writes this
+         * slot now. The release CAS makes len visible before the slot reads as published
+         * (pairs with readers' load-acquire of seq). */
+        pk_st_rlx(&s->len, PK_LEN_ABORTED);
+        atomic_compare_exchange_strong_explicit(&s->seq, &seq, q + 1, memory_order_release,
+                                                memory_order_relaxed);
+    }
+    return 0;
+}
+
+int pk_reap_writers(pk_pipe *p)
+{
+    if (!pk_repair_lock(p))
+        return 0;
+    int reaped = 0;
+    for (int pass = 0; pass < 4; pass++) {
+        int progress = 0;
+        for (uint32_t i = 0; i < p->hdr->max_writers; i++) {
+            pk_writer_rec *wr = &p->writers[i];
+            int32_t pid = pk_ld_acq(&wr->pid);
+            if (pid <= 0 || pk_pid_alive(pid, pk_ld_acq(&wr->start)))
+                continue;
+            int done = 1;
+            if (p->shape == PK_SHAPE_COMBINER) {
+                uint64_t cp;
+                uint32_t n;
+                read_claim(wr, &cp, &n);
+                for (uint32_t k = 0; k < n && k < p->slots; k++) {
+                    uint64_t q = cp + k;
+                    if (pk_diff(pk_ld_acq(&p->hdr->head), q) <= 0)
+                        break; /* the claim's CAS never succeeded this far */
+                    int dead = 0;
+                    if (!pk_repair_pos(p, q) && !claimers(p, q, &dead) && dead)
+                        done = 0; /* still ours and not repairable yet: keep the evidence */
+                }
+            }
+            if (!done)
+                continue;
+            uint32_t g = pk_ld_rlx(&wr->claim_gen);
+            pk_st_rlx(&wr->claim_n, 0);
+            pk_st_rlx(&wr->claim_gen, (g | 1) + 1);
+            pk_st_rlx(&wr->start, 0);
+            /* Pairs with the attachers' CAS on pid: a new owner sees the cleared record. */
+            pk_st_rel(&wr->pid, 0);
+            reaped++;
+            progress = 1;
+        }
+        if (!progress)
+            break;
+    }
+    pk_repair_unlock(p);
+    if (reaped)
+        pk_wake(&p->hdr->data_word, &p->hdr->data_waiters); /* readers may pass aborts now */
+    return reaped;
+}
+
+int pk_reap_readers(pk_pipe *p)
+{
+    if (!pk_repair_lock(p))
+        return 0;
+    int reaped = 0;
+    for (uint32_t i = 0; i < p->hdr->max_readers; i++) {
+        pk_reader_rec *rr = &p->readers[i];
+        int32_t pid = pk_ld_acq(&rr->pid);
+        if (pid <= 0 || pk_pid_alive(pid, pk_ld_acq(&rr->start)))
+            continue;
+        pk_st_rlx(&rr->start, 0);
+        pk_st_rel(&rr->pid, 0); /* pairs with attachers' CAS and writers' scans */
+        reaped++;
+    }
+    pk_repair_unlock(p);
+    if (reaped)
+        pk_wake(&p->hdr->space_word, &p->hdr->space_waiters); /* writers may have room now */
+    return reaped;
+}
+
+int pk_any_live_writer(pk_pipe *p)
+{
+    for (uint32_t i = 0; i < p->hdr->max_writers; i++) {
+        pk_writer_rec *wr = &p->writers[i];
+        int32_t pid = pk_ld_acq(&wr->pid);
+        if (pid > 0 && pk_pid_alive(pid, pk_ld_acq(&wr->start)))
+            return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,94 @@
+/* pk_wait.c - spin briefly, then sleep on a futex word in the shared mapping.
+ *
+ * No lost wake-ups, by a Dekker pair of sequentially consistent operations:
+ *   sleeper: read word -> check condition -> waiters++ (seq_cst RMW) -> check condition
+ *            again -> FUTEX_WAIT(word, value read first)
+ *   waker:   publish (release) -> pk_fence_sc -> read waiters -> if > 0: word++, FUTEX_WAKE
+ * Either the sleeper's second check sees the publication, or the waker sees waiters > 0 and
+ * changes the word, so FUTEX_WAIT returns EAGAIN or is woken. Sleeps are also bounded by
+ * PK_TICK_NS, when tick() checks that the peer is still alive: a dead peer never wakes us.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pk_layout.h"
+
+int64_t pk_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
+    /* Not FUTEX_PRIVATE_FLAG: the word is shared between processes. EAGAIN (word changed),
+     * EINTR and ETIMEDOUT all just send the caller back to re-check its condition. */
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+
+void pk_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters)
+{
+    /* Pairs with the sleeper's seq_cst waiters++ then re-check: our publication (already
+     * stored) is ordered before this load of waiters. */
+    pk_fence_sc();
+    if (pk_ld_rlx(waiters) == 0)
+        return;
+    /* The increment changes the value a sleeper is about to FUTEX_WAIT on (EAGAIN). */
+    atomic_fetch_add_explicit(word, 1, memory_order_release);
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, pk_cond_fn tick,
+            void *ctx, int64_t timeout_ns, uint32_t spin_ns, _Atomic uint64_t *wait_count)
+{
+    int rc = cond(ctx);
+    if (rc != 0 || timeout_ns == 0)
+        return rc;
+    int64_t now = pk_now_ns();
+    int64_t deadline = timeout_ns < 0 ? INT64_MAX : now + timeout_ns;
+    int64_t spin_end = now + (int64_t)spin_ns;
+    if (spin_end > deadline)
+        spin_end = deadline;
+    /* Spin phase: short, since this may be a 2-core machine; the clock is read only every
+     * 64 polls (vDSO, ~20 ns). */
+    for (uint32_t i = 1;; i++) {
+        pk_cpu_relax();
+        rc = cond(ctx);
+        if (rc != 0)
+            return rc;
+        if ((i & 63) == 0 && pk_now_ns() >= spin_end)
+            break;
+    }
+    if (wait_count)
+        pk_own_add(wait_count, 1);
+    int64_t next_tick = 0; /* tick at once: a peer that is already dead is seen at once */
+    for (;;) {
+        now = pk_now_ns();
+        if (now >= next_tick) {
+            rc = tick(ctx);
+            if (rc != 0)
+                return rc;
+            next_tick = now + PK_TICK_NS;
+        }
+        uint32_t seen = pk_ld_acq(word); /* pairs with the waker's release increment */
+        rc = cond(ctx);
+        if (rc != 0 || now >= deadline)
+            return rc;
+        atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst); /* Dekker: see top */
+        rc = cond(ctx);
+        if (rc == 0) {
+            int64_t until = next_tick < deadline ? next_tick : deadline;
+            futex_wait(word, seen, until > now ? until - now : 1);
+        }
+        atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed); /* only a hint to wakers */
+        if (rc != 0)
+            return rc;
+    }
+}

@@ -1,0 +1,537 @@
+"""The two ends of a pipe: :class:`Writer` and :class:`Reader`, plus zero-copy handles.
+
+The hot calls are thin: one cffi call each (cffi releases the GIL for it), no per-call
+allocation, lib functions bound once at import. Blocking waits happen inside C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from pykernel._core import ffi, lib
+from pykernel._errors import ClosedError, MessageSizeError, PipeArgumentError
+from pykernel._pipe_errno import transfer_error
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pykernel._pipe import Pipe
+
+_send = lib.pk_send
+_send_batch = lib.pk_send_batch
+_recv = lib.pk_recv
+_recv_batch = lib.pk_recv_batch
+_unpack = ffi.unpack
+_buffer = ffi.buffer
+_from_buffer = ffi.from_buffer
+_NULL = ffi.NULL
+_BATCH_BYTES = 1 << 22  # recv_batch copies at most this much per call (at least one slot)
+
+
+def timeout_ns(timeout: float | None) -> int:
+    """Convert a timeout in seconds (None = forever) to the core's nanoseconds (-1 = forever).
+
+    Raises:
+        PipeArgumentError: a negative, NaN or non-numeric timeout.
+
+    """
+    if timeout is None:
+        return -1
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (timeout >= 0 and not math.isnan(timeout))
+    ):
+        raise PipeArgumentError(f"timeout must be None or seconds >= 0, got {timeout!r}")
+    if math.isinf(timeout):
+        return -1
+    return min(int(timeout * 1e9), (1 << 62))
+
+
+def _as_char(data: Any) -> Any:
+    """Return a ``char[]`` view of any buffer-protocol object (bytes are passed as they are)."""
+    try:
+        return _from_buffer("char[]", data)
+    except TypeError:
+        raise PipeArgumentError(
+            f"a message must be bytes-like, got {type(data).__name__}"
+        ) from None
+
+
+def _np() -> Any:
+    import numpy  # deferred: numpy is needed only for zero-copy arrays
+
+    return numpy
+
+
+class Slot:
+    """A reserved, writable slot (from :meth:`Writer.reserve`); commit or abort it once.
+
+    As a context manager it commits on a clean exit and aborts on an exception. The buffer
+    and arrays made from it must not be used after the slot is committed or aborted.
+
+    Attributes:
+        buffer: a writable memoryview of ``nbytes`` bytes inside the shared ring.
+        nbytes: the message length that :meth:`commit` publishes by default.
+
+    """
+
+    __slots__ = ("_w", "buffer", "nbytes")
+
+    def __init__(self, writer: Writer, ptr: Any, nbytes: int) -> None:
+        self._w: Writer | None = writer
+        self.buffer = memoryview(_buffer(ptr, nbytes))
+        self.nbytes = nbytes
+
+    def array(self, dtype: Any, shape: int | tuple[int, ...]) -> np.ndarray:
+        """Return a writable numpy view of the slot's bytes as ``dtype`` in ``shape``.
+
+        Raises:
+            MessageSizeError: the array does not fit in the reserved bytes.
+
+        """
+        np = _np()
+        dt = np.dtype(dtype)
+        shp = (shape,) if isinstance(shape, int) else tuple(shape)
+        count = math.prod(shp)
+        if count * dt.itemsize > self.nbytes:
+            raise MessageSizeError(
+                f"array {shp} of {dt} needs {count * dt.itemsize} bytes, slot has {self.nbytes}"
+            )
+        return np.frombuffer(self.buffer, dtype=dt, count=count).reshape(shp)
+
+    def commit(self, nbytes: int | None = None) -> None:
+        """Publish the first ``nbytes`` bytes (default: the reserved size) as one message."""
+        w = self._done()
+        n = self.nbytes if nbytes is None else nbytes
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= self.nbytes:
+            w._abort()
+            raise MessageSizeError(f"commit of {n!r} bytes: reserved {self.nbytes}")
+        rc = lib.pk_commit(w._h, n)
+        if rc != 1:
+            raise transfer_error(rc, name=w.pipe.name, reading=False, timeout=None)
+
+    def abort(self) -> None:
+        """Give the slot back without publishing anything."""
+        self._done()._abort()
+
+    def _done(self) -> Writer:
+        w = self._w
+        if w is None:
+            raise ClosedError("this slot was already committed or aborted")
+        self._w = None
+        w._slot = None
+        # A numpy view may still refer to it; the caller promised not to use it.
+        with contextlib.suppress(BufferError):
+            self.buffer.release()
+        return w
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._w is None:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class View:
+    """A read-only view of the next message (from :meth:`Reader.view`), until released.
+
+    As a context manager it releases on exit. In lossy mode a writer may overwrite the slot
+    while it is viewed; :attr:`valid` (after release) says whether the view stayed intact.
+
+    Attributes:
+        buffer: a read-only memoryview of the message inside the shared ring.
+        nbytes: the message length.
+        valid: after release: False if a lossy writer overwrote the message meanwhile.
+
+    """
+
+    __slots__ = ("_r", "buffer", "nbytes", "valid")
+
+    def __init__(self, reader: Reader, ptr: Any, nbytes: int) -> None:
+        self._r: Reader | None = reader
+        self.buffer = memoryview(_buffer(ptr, nbytes)).toreadonly()
+        self.nbytes = nbytes
+        self.valid = True
+
+    def array(self, dtype: Any, shape: int | tuple[int, ...] | None = None) -> np.ndarray:
+        """Return a read-only numpy view of the message as ``dtype`` (all when no shape)."""
+        np = _np()
+        dt = np.dtype(dtype)
+        if shape is None:
+            return np.frombuffer(self.buffer, dtype=dt, count=self.nbytes // dt.itemsize)
+        shp = (shape,) if isinstance(shape, int) else tuple(shape)
+        count = math.prod(shp)
+        if count * dt.itemsize > self.nbytes:
+            raise MessageSizeError(
+                f"array {shp} of {dt} needs {count * dt.itemsize} bytes, message has {self.nbytes}"
+            )
+        return np.frombuffer(self.buffer, dtype=dt, count=count).reshape(shp)
+
+    def release(self) -> bool:
+        """Consume the message and give its slot back; returns :attr:`valid`."""
+        r = self._r
+        if r is None:
+            raise ClosedError("this view was already released")
+        self._r = None
+        r._view = None
+        with contextlib.suppress(BufferError):
+            self.buffer.release()
+        rc = lib.pk_release(r._h)
+        if rc < 0:
+            raise transfer_error(rc, name=r.pipe.name, reading=True, timeout=None)
+        self.valid = rc == 1
+        return self.valid
+
+    def __enter__(self) -> View:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._r is not None:
+            self.release()
+
+
+class _End:
+    """What writers and readers share: the pipe, closing, context management."""
+
+    _kind = "end"
+
+    def __init__(self, pipe: Pipe, handle: Any) -> None:
+        self.pipe = pipe
+        self._h = handle
+        self._name = pipe.name
+        self._spin_us = 50.0
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (or the pipe was closed)."""
+        return self._h is _NULL
+
+    @property
+    def spin_us(self) -> float:
+        """How long a blocking call spins before it sleeps on the futex (default 50 µs).
+
+        Spinning buys latency with CPU; on a machine with few cores keep it short.
+        """
+        return self._spin_us
+
+    @spin_us.setter
+    def spin_us(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value <= 1e6):
+            raise PipeArgumentError(f"spin_us must be in 0..1e6, got {value!r}")
+        self._spin_us = float(value)
+        self._set_spin(self._live(), int(value * 1000))
+
+    def _live(self) -> Any:
+        if self._h is _NULL:
+            raise ClosedError(f"pipe {self._name!r}: this {self._kind} is closed")
+        return self._h
+
+    def _set_spin(self, handle: Any, ns: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Detach from the pipe (idempotent)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A forgotten end must not hold its place (a multiplexer writer would wait on it).
+        if getattr(self, "_h", _NULL) is not _NULL:
+            self.close()
+
+
+class Writer(_End):
+    """The sending end of a pipe (:meth:`Pipe.writer`)."""
+
+    _kind = "writer"
+
+    def __init__(self, pipe: Pipe, handle: Any) -> None:
+        super().__init__(pipe, handle)
+        self._max = pipe.slot_size
+        self._ptr = ffi.new("void **")
+        self._slot: Slot | None = None
+
+    @property
+    def index(self) -> int:
+        """Record number of this writer (its row in :attr:`PipeStats.writers`)."""
+        return int(lib.pk_writer_index(self._live()))
+
+    def _set_spin(self, handle: Any, ns: int) -> None:
+        lib.pk_writer_set_spin(handle, ns)
+
+    def send(self, data: Any, timeout: float | None = None) -> None:
+        """Send one message (a copy of ``data``), waiting up to ``timeout`` s for room.
+
+        Raises:
+            MessageSizeError: ``data`` is larger than the slot size.
+            PipeTimeout: no room within ``timeout``.
+            ReaderGoneError: the pipe is full and its reader is gone.
+            ClosedError: this writer is closed.
+
+        """
+        if type(data) is not bytes:
+            data = _as_char(data)
+        n = len(data)
+        if n > self._max:
+            raise MessageSizeError(
+                f"pipe {self._name!r}: message of {n} bytes exceeds slot size {self._max}"
+            )
+        rc = _send(self._h, data, n, -1 if timeout is None else timeout_ns(timeout))
+        if rc != 1:
+            raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
+
+    def send_nowait(self, data: Any) -> None:
+        """Send one message or raise :class:`PipeFull` at once."""
+        self.send(data, 0)
+
+    def send_batch(self, messages: Sequence[Any], timeout: float | None = None) -> int:
+        """Send many messages in one C call; returns how many were sent.
+
+        All are sent unless ``timeout`` expires first (then the count sent so far).
+
+        Raises:
+            MessageSizeError: a message is larger than the slot size (nothing is sent).
+            PipeTimeout: not even one message could be sent within ``timeout``.
+
+        """
+        count = len(messages)
+        if count == 0:
+            return 0
+        try:
+            blob = b"".join(messages)
+            lens = list(map(len, messages))
+        except TypeError:
+            messages = [bytes(_as_char(m)) for m in messages]
+            blob = b"".join(messages)
+            lens = list(map(len, messages))
+        if max(lens) > self._max:
+            i = next(i for i, n in enumerate(lens) if n > self._max)
+            raise MessageSizeError(
+                f"pipe {self._name!r}: message {i} of {lens[i]} bytes exceeds slot size {self._max}"
+            )
+        rc = _send_batch(
+            self._h,
+            blob,
+            ffi.new("uint32_t[]", lens),
+            count,
+            -1 if timeout is None else timeout_ns(timeout),
+        )
+        if rc > 0:
+            return rc
+        raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
+
+    def reserve(self, nbytes: int | None = None, timeout: float | None = None) -> Slot:
+        """Reserve the next slot for zero-copy writing; commit it (or use ``with``).
+
+        Args:
+            nbytes: the message length to publish (default: the slot size).
+            timeout: seconds to wait for room (None = forever, 0 = not at all).
+
+        Raises:
+            MessageSizeError: ``nbytes`` exceeds the slot size.
+            PipeTimeout / PipeFull: no room.
+
+        """
+        n = self._max if nbytes is None else nbytes
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= self._max:
+            raise MessageSizeError(
+                f"pipe {self._name!r}: reserve of {n!r} bytes, slot size is {self._max}"
+            )
+        if self._slot is not None:
+            raise PipeArgumentError(f"pipe {self._name!r}: a reserved slot is still open")
+        rc = lib.pk_reserve(self._h, self._ptr, timeout_ns(timeout))
+        if rc != 1:
+            raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
+        self._slot = Slot(self, self._ptr[0], n)
+        return self._slot
+
+    def _abort(self) -> None:
+        if self._h is not _NULL:
+            lib.pk_abort(self._h)
+
+    def close(self) -> None:
+        """Detach this writer (an open reserved slot is aborted). Idempotent."""
+        if self._h is _NULL:
+            return
+        self._slot = None
+        h, self._h = self._h, _NULL
+        lib.pk_writer_detach(h)
+
+    def __repr__(self) -> str:
+        return f"<Writer of {self._name!r}{' closed' if self.closed else ''}>"
+
+
+class Reader(_End):
+    """The receiving end of a pipe (:meth:`Pipe.reader`)."""
+
+    _kind = "reader"
+
+    def __init__(self, pipe: Pipe, handle: Any) -> None:
+        super().__init__(pipe, handle)
+        self._cap = pipe.slot_size
+        self._buf = ffi.new("char[]", pipe.slot_size)
+        self._lenp = ffi.new("uint32_t *")
+        self._ptr = ffi.new("const void **")
+        self._view: View | None = None
+        self._bbuf: Any = None
+        self._blens: Any = None
+        self._bcap = 0
+
+    def _set_spin(self, handle: Any, ns: int) -> None:
+        lib.pk_reader_set_spin(handle, ns)
+
+    @property
+    def index(self) -> int:
+        """Record number of this reader (its row in :attr:`PipeStats.readers`)."""
+        return int(lib.pk_reader_index(self._live()))
+
+    @property
+    def dropped(self) -> int:
+        """Lossy mode: messages this reader's record missed (overwritten before read)."""
+        return int(lib.pk_reader_drops(self._live()))
+
+    def recv(self, timeout: float | None = None) -> bytes:
+        """Receive the next message as bytes, waiting up to ``timeout`` s.
+
+        Raises:
+            PipeTimeout: nothing arrived within ``timeout``.
+            WriterGoneError: the pipe is empty and no writer is left.
+            ClosedError: this reader is closed.
+
+        """
+        rc = _recv(
+            self._h,
+            self._buf,
+            self._cap,
+            self._lenp,
+            -1 if timeout is None else timeout_ns(timeout),
+        )
+        if rc == 1:
+            return _unpack(self._buf, self._lenp[0])
+        raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
+
+    def recv_nowait(self) -> bytes:
+        """Receive the next message or raise :class:`PipeEmpty` at once."""
+        return self.recv(0)
+
+    def recv_into(self, buffer: Any, timeout: float | None = None) -> int:
+        """Copy the next message into the writable ``buffer``; return its length.
+
+        Raises:
+            MessageSizeError: ``buffer`` is smaller than the message (which stays queued).
+
+        """
+        try:
+            target = _from_buffer("char[]", buffer, require_writable=True)
+        except TypeError:
+            raise PipeArgumentError(
+                f"recv_into needs a writable buffer, got {type(buffer).__name__}"
+            ) from None
+        rc = _recv(self._h, target, len(target), self._lenp, timeout_ns(timeout))
+        if rc == 1:
+            return int(self._lenp[0])
+        if rc == -90:  # EMSGSIZE: the message stays queued
+            raise MessageSizeError(
+                f"pipe {self._name!r}: buffer of {len(target)} bytes is smaller than the "
+                "next message"
+            )
+        raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
+
+    def recv_batch(self, max_messages: int = 1024, timeout: float | None = None) -> list[bytes]:
+        """Receive up to ``max_messages`` in one C call: at least one unless ``timeout``.
+
+        Raises:
+            PipeTimeout: nothing arrived within ``timeout``.
+            WriterGoneError: the pipe is empty and no writer is left.
+
+        """
+        if (
+            isinstance(max_messages, bool)
+            or not isinstance(max_messages, int)
+            or (max_messages < 1)
+        ):
+            raise PipeArgumentError(f"max_messages must be >= 1, got {max_messages!r}")
+        if max_messages > self._bcap:
+            self._grow_batch(max_messages)
+        rc = _recv_batch(
+            self._h,
+            self._bbuf,
+            self._bbytes,
+            self._blens,
+            max_messages,
+            -1 if timeout is None else timeout_ns(timeout),
+        )
+        if rc <= 0:
+            raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
+        lens = _unpack(self._blens, rc)
+        data = _unpack(self._bbuf, sum(lens))
+        out = []
+        off = 0
+        for n in lens:
+            end = off + n
+            out.append(data[off:end])
+            off = end
+        return out
+
+    def _grow_batch(self, n: int) -> None:
+        self._bcap = n
+        self._bbytes = max(self._cap, min(n * self._cap, _BATCH_BYTES))
+        self._bbuf = ffi.new("char[]", self._bbytes)
+        self._blens = ffi.new("uint32_t[]", n)
+
+    def view(self, timeout: float | None = None) -> View:
+        """Return a zero-copy read-only view of the next message; release it (or use ``with``).
+
+        Raises:
+            PipeTimeout: nothing arrived within ``timeout``.
+            WriterGoneError: the pipe is empty and no writer is left.
+
+        """
+        if self._view is not None:
+            raise PipeArgumentError(f"pipe {self._name!r}: a view is still open")
+        rc = lib.pk_view(self._h, self._ptr, self._lenp, timeout_ns(timeout))
+        if rc != 1:
+            raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
+        self._view = View(self, self._ptr[0], int(self._lenp[0]))
+        return self._view
+
+    def close(self) -> None:
+        """Detach this reader (an unreleased view is not consumed). Idempotent."""
+        if self._h is _NULL:
+            return
+        self._view = None
+        h, self._h = self._h, _NULL
+        lib.pk_reader_detach(h)
+
+    def __repr__(self) -> str:
+        return f"<Reader of {self._name!r}{' closed' if self.closed else ''}>"
