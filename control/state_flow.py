@@ -38,16 +38,18 @@ class EndCounters:
     """Counters of one attached reader or writer.
 
     Attributes:
-        pid: the attached process.
-        messages: messages it consumed (reader) or wrote (writer; 0 if not counted).
+        pid: the attached process (0: a record nobody holds now).
+        messages: messages it consumed (reader) or published (writer).
+        bytes: payload bytes it consumed or published.
         drops: messages it missed (reader, lossy pipes).
-        waits: times it had to wait for room (writer).
-        backlog: messages written but not yet consumed by it (reader).
+        waits: times it had to wait for room or was refused for lack of it (writer).
+        backlog: messages published but not yet consumed by it (reader).
 
     """
 
     pid: int
     messages: int = 0
+    bytes: int = 0
     drops: int = 0
     waits: int = 0
     backlog: int = 0
@@ -58,11 +60,11 @@ class PipeCounters:
     """The counters of one pipe the sampler needs, independent of the stats record's layout.
 
     Attributes:
-        messages: messages written into the pipe so far.
-        bytes: payload bytes written so far.
+        messages: messages published into the pipe so far.
+        bytes: payload bytes published so far.
         fill: how many slots hold unread messages, as a fraction 0..1.
-        readers: one entry per attached reader.
-        writers: one entry per attached writer.
+        readers: one entry per reader record in use.
+        writers: one entry per writer record in use.
 
     """
 
@@ -88,19 +90,21 @@ def counters_of(stats: Any) -> PipeCounters:
 
     This is the one place that knows the stats record's field names.
     """
+    head = int(stats.head)
     readers = tuple(
-        EndCounters(pid=int(r.pid), messages=int(r.consumed), drops=int(r.dropped),
-                    backlog=int(getattr(r, "lag", 0)))
+        EndCounters(pid=int(r.pid), messages=int(r.messages), bytes=int(r.bytes),
+                    drops=int(r.drops), backlog=max(0, head - int(r.position)) if r.pid else 0)
         for r in stats.readers
     )
     writers = tuple(
-        EndCounters(pid=int(w.pid), messages=int(getattr(w, "written", 0)),
-                    waits=int(w.waits))
+        EndCounters(pid=int(w.pid), messages=int(w.messages), bytes=int(w.bytes),
+                    waits=int(w.waits) + int(w.full))
         for w in stats.writers
     )
     slots = max(1, int(stats.slots))
+    published = sum(w.messages for w in writers)
     return PipeCounters(
-        messages=int(stats.written), bytes=int(stats.written_bytes),
+        messages=published or int(stats.written), bytes=sum(w.bytes for w in writers),
         fill=min(1.0, int(stats.fill) / slots), readers=readers, writers=writers,
     )
 
@@ -251,23 +255,20 @@ def _connection_counters(conn: dict[str, Any], geometry: dict[str, Any], pc: Pip
         (messages, bytes, fill fraction, drops, writer waits, backlog messages).
 
     """
-    shape = geometry["shape"]
     slots = max(1, int(geometry["slots"]))
-    avg = pc.bytes / pc.messages if pc.messages else 0.0
     backlog_all = round(pc.fill * slots)
-    if shape == "multiplexer":
+    if geometry["shape"] == "multiplexer":
         pid = pids.get(conn["target"].split(".", 1)[0])
-        reader = next((r for r in pc.readers if r.pid == pid), None)
+        reader = next((r for r in pc.readers if pid and r.pid == pid), None)
         if reader is not None:
-            backlog = reader.backlog or max(0, pc.messages - reader.messages - reader.drops)
-            return (reader.messages, round(reader.messages * avg), min(1.0, backlog / slots),
-                    reader.drops, pc.waits, backlog)
-    elif shape == "combiner":
+            return (reader.messages, reader.bytes, min(1.0, reader.backlog / slots),
+                    reader.drops, pc.waits, reader.backlog)
+    elif geometry["shape"] == "combiner":
         pid = pids.get(conn["source"].split(".", 1)[0])
-        writer = next((w for w in pc.writers if w.pid == pid), None)
-        if writer is not None and writer.messages:
-            return (writer.messages, round(writer.messages * avg), pc.fill, pc.drops,
-                    writer.waits, backlog_all)
+        writer = next((w for w in pc.writers if pid and w.pid == pid), None)
+        if writer is not None:
+            return (writer.messages, writer.bytes, pc.fill, pc.drops, writer.waits,
+                    backlog_all)
     return pc.messages, pc.bytes, pc.fill, pc.drops, pc.waits, backlog_all
 
 
@@ -275,7 +276,8 @@ def _stats_json(pc: PipeCounters) -> dict[str, Any]:
     return {
         "messages": pc.messages, "bytes": pc.bytes, "fill_pct": round(100.0 * pc.fill, 3),
         "drops": pc.drops, "writer_waits": pc.waits,
-        "readers": [{"pid": r.pid, "messages": r.messages, "drops": r.drops}
-                    for r in pc.readers],
-        "writers": [{"pid": w.pid, "waits": w.waits} for w in pc.writers],
+        "readers": [{"pid": r.pid, "messages": r.messages, "bytes": r.bytes, "drops": r.drops,
+                     "backlog": r.backlog} for r in pc.readers if r.pid],
+        "writers": [{"pid": w.pid, "messages": w.messages, "bytes": w.bytes, "waits": w.waits}
+                    for w in pc.writers if w.pid],
     }

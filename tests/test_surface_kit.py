@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -109,42 +108,43 @@ def call(method: str, url: str, body: Any = None, token: str | None = None,
     return status, payload.decode()
 
 
-WRITER = textwrap.dedent("""\
-    import sys, time
+SERVER = textwrap.dedent("""\
+    # A test server: one thread per terminal end; writers send every PERIOD s, readers drain.
+    import sys, threading, time
     from pykernel import Pipe
-    pipe = Pipe.open(sys.argv[1])
-    w = pipe.writer()
+    period = float(sys.argv[1])
+    ends = [arg.rsplit(":", 1) for arg in sys.argv[2:]]
+    def write(w):
+        n = 0
+        while True:
+            try:
+                w.send(n.to_bytes(8, "little") * 4, timeout=0.2)
+                n += 1
+            except Exception:
+                pass
+            time.sleep(period)
+    def read(r):
+        while True:
+            try:
+                r.recv(timeout=0.2)
+            except Exception:
+                pass
+    pipes = [Pipe.open(name) for name, _ in ends]
+    attached = [(p.writer(), write) if role == "writer" else (p.reader(), read)
+                for p, (_, role) in zip(pipes, ends)]
+    for end, loop in attached:
+        threading.Thread(target=loop, args=(end,), daemon=True).start()
     print("ready", flush=True)
-    n = 0
-    while True:
-        try:
-            w.send(n.to_bytes(8, "little") * 4, timeout=0.2)
-            n += 1
-        except Exception:
-            pass
-        time.sleep(float(sys.argv[2]))
-    """)
-
-READER = textwrap.dedent("""\
-    import sys
-    from pykernel import Pipe
-    pipe = Pipe.open(sys.argv[1])
-    r = pipe.reader()
-    print("ready", flush=True)
-    while True:
-        try:
-            r.recv(timeout=0.2)
-        except Exception:
-            pass
+    threading.Event().wait()
     """)
 
 
 class PipeActions(KernelActions):
     """A small real kernel for tests: real pipes, real server processes.
 
-    Servers are processes: a writer server sends a message every ``period`` seconds into its
-    writing pipes, a reader server drains its reading pipes. Only the servers given in
-    ``roles`` get processes; ``start``/``stop`` report moves to the state like the executor.
+    A server is one process with a thread per terminal end: writers send a message every
+    ``period`` seconds, readers drain. ``start``/``stop`` report moves to the state like the
+    executor does.
     """
 
     def __init__(self, state: SystemState, plan: Plan, period: float = 0.002) -> None:
@@ -176,19 +176,16 @@ class PipeActions(KernelActions):
         return sorted(set(out))
 
     def _spawn(self, name: str) -> None:
-        procs = []
-        for pipe, role in self._ends(name):
-            code = WRITER if role == "writer" else READER
-            proc = subprocess.Popen([PY, "-c", code, pipe, str(self.period)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-            procs.append(proc)
-        self.procs[name] = procs
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != b"ready":
-                raise PykernelError(f"server {name} did not attach")
-        pid = procs[0].pid if procs else os.getpid()
-        self.state.server_to(name, "starting", "test kernel: launched", pid=pid)
+        ends = [f"{pipe}:{role}" for pipe, role in self._ends(name)]
+        proc = subprocess.Popen([PY, "-c", SERVER, str(self.period), *ends],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.procs[name] = [proc]
+        self.state.server_to(name, "starting", "test kernel: launched", pid=proc.pid)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            self._kill(name)
+            self.state.server_to(name, "failed", "test kernel: did not attach")
+            raise PykernelError(f"server {name} did not attach")
         self.state.server_to(name, "running", "test kernel: attached")
 
     def boot(self) -> PipeActions:
