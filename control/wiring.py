@@ -335,12 +335,12 @@ class Wiring:
     locations: Mapping[Path, tuple[int, int]] = field(default_factory=dict, compare=False,
                                                        repr=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {s.name: s for s in self.servers})
+
     def server(self, name: str) -> ServerSpec | None:
         """Return the server called ``name``, or None."""
-        for spec in self.servers:
-            if spec.name == name:
-                return spec
-        return None
+        return self._by_name.get(name)  # type: ignore[attr-defined, no-any-return]
 
     def diagnostic(self, path: Path, code: str, message: str,
                    severity: str = "error") -> Diagnostic:

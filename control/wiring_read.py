@@ -55,6 +55,9 @@ class _Reader:
     def __init__(self, doc: Located) -> None:
         self.doc = doc
         self.diags: list[Diagnostic] = list(doc.diagnostics)
+        # Many servers share one entry or manifest file: resolve each once per read.
+        self.entries: dict[str, tuple[Manifest | None, str | None]] = {}
+        self.manifest_files: dict[str, Manifest | None] = {}
 
     def error(self, path: Path, code: str, message: str) -> None:
         self.diags.append(locate(self.doc.file, self.doc.locations, path, code, message))
@@ -303,7 +306,6 @@ def _env(rd: _Reader, value: Any, path: Path) -> tuple[tuple[str, str], ...]:
 def _import_roots(roots: tuple[str, ...]) -> Iterator[None]:
     saved = list(sys.path)
     sys.path[:0] = [r for r in roots if r not in sys.path]
-    importlib.invalidate_caches()
     try:
         yield
     finally:
@@ -315,28 +317,35 @@ def _python_entry(rd: _Reader, value: Any, path: Path,
     if not isinstance(value, str) or not ENTRY_RE.fullmatch(value):
         rd.error(path, "python-entry", f"python entry {value!r} must be 'module:callable'")
         return None, None
-    module, _, attr = value.partition(":")
-    with _import_roots(python_path):
-        try:
-            # find_spec first: a missing module is reported without running any code.
-            spec = importlib.util.find_spec(module)
-            if spec is None:
-                rd.error(path, "python-entry", f"module {module!r} is not importable")
-                return None, None
-            target: Any = importlib.import_module(module)
-            for part in attr.split("."):
-                target = getattr(target, part)
-        except AttributeError:
-            rd.error(path, "python-entry", f"module {module!r} has no attribute {attr!r}")
-            return None, None
-        except (Exception, SystemExit) as exc:
-            rd.error(path, "python-entry",
-                     f"importing {module!r} failed: {type(exc).__name__}: {exc}")
-            return None, None
-    if not callable(target):
-        rd.error(path, "python-entry", f"{value!r} is not callable")
+    if value not in rd.entries:
+        if not rd.entries:
+            importlib.invalidate_caches()  # files may have appeared since the last read
+        with _import_roots(python_path):
+            rd.entries[value] = _resolve_entry(value)
+    found, problem = rd.entries[value]
+    if problem is not None:
+        rd.error(path, "python-entry", problem)
         return None, None
-    return value, manifest_of(target)
+    return value, found
+
+
+def _resolve_entry(value: str) -> tuple[Manifest | None, str | None]:
+    """Import ``module:callable``; return its manifest, or why it cannot be used."""
+    module, _, attr = value.partition(":")
+    try:
+        # find_spec first: a missing module is reported without running any code.
+        if importlib.util.find_spec(module) is None:
+            return None, f"module {module!r} is not importable"
+        target: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except AttributeError:
+        return None, f"module {module!r} has no attribute {attr!r}"
+    except (Exception, SystemExit) as exc:
+        return None, f"importing {module!r} failed: {type(exc).__name__}: {exc}"
+    if not callable(target):
+        return None, f"{value!r} is not callable"
+    return manifest_of(target), None
 
 
 def _command(rd: _Reader, value: Any, path: Path, base_dir: str, cwd: str,
@@ -370,13 +379,16 @@ def _manifest(rd: _Reader, value: Any, path: Path, base_dir: str) -> Manifest | 
         if not os.path.isfile(file):
             rd.error(path, "file-not-found", f"manifest file {value!r} not found ({file})")
             return None
-        # Shown relative to the wiring file's name as the user gave it.
-        shown = os.path.normpath(os.path.join(os.path.dirname(rd.doc.file), value))
-        sub = load_located(file, shown=shown)
-        if sub.value is None and sub.diagnostics:
-            rd.diags.extend(sub.diagnostics)
-            return None
-        return _report(_Reader(sub), sub.value, (), rd)
+        if file not in rd.manifest_files:
+            # Shown relative to the wiring file's name as the user gave it.
+            shown = os.path.normpath(os.path.join(os.path.dirname(rd.doc.file), value))
+            sub = load_located(file, shown=shown)
+            if sub.value is None and sub.diagnostics:
+                rd.diags.extend(sub.diagnostics)
+                rd.manifest_files[file] = None
+            else:
+                rd.manifest_files[file] = _report(_Reader(sub), sub.value, (), rd)
+        return rd.manifest_files[file]
     if isinstance(value, dict):
         return _report(rd, value, path, rd)
     rd.error(path, "type",
