@@ -160,10 +160,10 @@ class PipeActions(KernelActions):
         for p in plan.pipes:
             self._create(p)
 
-    def _create(self, p: PlannedPipe) -> None:
+    def _create(self, p: PlannedPipe, exist_ok: bool = True) -> None:
         self.pipes[p.name] = self._pipe_cls.create(
             p.name, slot_size=p.slot_size, slots=p.slots, shape=p.shape, lossy=p.lossy,
-            max_readers=32, max_writers=32, mode=p.mode, exist_ok=True)
+            max_readers=32, max_writers=32, mode=p.mode, exist_ok=exist_ok)
 
     def _ends(self, name: str) -> list[tuple[str, str]]:
         """The (pipe, role) pairs of server ``name`` in the live state."""
@@ -222,7 +222,7 @@ class PipeActions(KernelActions):
             shape = "combiner" if dst["direction"] == "combiner" else "one"
             pipe = PlannedPipe(name, shape, max(src["message_size"], dst["message_size"]), 64,
                                False, 0o600, 1, 1)
-            self._create(pipe)
+            self._create(pipe, exist_ok=False)  # a stranger's pipe by that name: refuse
         return PlannedConnection(connection_id(source, target), source, target, name), pipe
 
     def disconnect(self, connection_id: str) -> None:
