@@ -30,8 +30,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from control.errors import PlanError
-from control.lint import group_pipes, load_checked, pipe_owner
+from control.errors import PlanError, WiringError
+from control.lint import check_graph, group_pipes, load_checked, pipe_owner
 from control.manifest import DIRECTIONS, Manifest, TerminalSpec, check_manifest
 from control.wiring import RESTART_POLICIES, ServerSpec, Wiring
 
@@ -254,21 +254,24 @@ def build_plan(wiring: Wiring | str | os.PathLike[str]) -> Plan:
     """Resolve a wiring file (or a lint-clean :class:`Wiring`) into a :class:`Plan`.
 
     Args:
-        wiring: a path (linted first) or a wiring from :func:`control.lint.load_checked`.
+        wiring: a path (linted first), or a :class:`Wiring` (its graph rules are checked).
 
     Raises:
-        WiringError: the file has lint errors (all of them carried).
+        WiringError: the file or wiring has lint errors (all of them carried).
 
     """
     if not isinstance(wiring, Wiring):
         wiring = load_checked(wiring)
+    else:
+        # A Wiring built in code (e.g. the running system re-planned) gets the graph rules.
+        errors = [d for d in check_graph(wiring) if d.severity == "error"]
+        if errors:
+            raise WiringError(sorted(errors, key=lambda d: (d.line, d.column, d.field)))
     valid = []
     for conn in wiring.connections:
-        src_server, dst_server = wiring.server(conn.source[0]), wiring.server(conn.target[0])
-        assert src_server is not None and dst_server is not None  # lint-clean
-        src = src_server.manifest.terminal(conn.source[1])
-        dst = dst_server.manifest.terminal(conn.target[1])
-        assert src is not None and dst is not None
+        src = wiring.server(conn.source[0]).manifest.terminal(conn.source[1])  # type: ignore[union-attr]
+        dst = wiring.server(conn.target[0]).manifest.terminal(conn.target[1])  # type: ignore[union-attr]
+        assert src is not None and dst is not None  # guaranteed by check_graph
         valid.append((conn, src, dst))
     groups = group_pipes(wiring, valid, [])
     pipe_of: dict[tuple[str, str], str] = {}

@@ -19,6 +19,7 @@ import pykernel.cli
 from control.cli_static import register
 from control.errors import PlanError, WiringError
 from control.plan import Plan, build_plan, connection_id
+from control.wiring_read import read_wiring
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = Path(__file__).parent / "lint_cases"
@@ -176,6 +177,14 @@ class TestErrors:
         """A file with lint errors gives WiringError, not a plan."""
         with pytest.raises(WiringError, match=r"cycles\.yaml:7:5: .*dependency-cycle"):
             build_plan(CASES / "cycles.yaml")
+
+    def test_wiring_object_is_checked(self) -> None:
+        """A Wiring passed in directly still gets the graph rules."""
+        wiring, _ = read_wiring(CASES / "directions.yaml")
+        assert wiring is not None
+        with pytest.raises(WiringError, match=r"direction-mismatch") as info:
+            build_plan(wiring)
+        assert len(info.value.diagnostics) == 6
 
     @pytest.mark.parametrize(("mutate", "match"), [
         (lambda d: d.pop("pipes"), r"plan: missing field 'pipes'"),
