@@ -1,0 +1,183 @@
+"""``pykernel up FILE``: lint, plan, create pipes, boot, run until signalled, tear down.
+
+Output: on a terminal, one self-overwriting status line (servers running, restarts,
+failures) plus a line per failure; piped, only failures (stderr). ``--json-status``
+prints one JSON object per line on stdout instead: ``{"event": "service", ...}`` per state
+change, ``{"event": "up", ...}`` once booted, ``{"event": "stopped", ...}`` at the end.
+
+Signals: SIGINT/SIGTERM stop the system cleanly (dependents first); SIGHUP, SIGUSR1 and
+SIGUSR2 are forwarded to every server.
+
+Exit status: 0 stopped cleanly; 1 the wiring file has errors; 2 bad arguments; 4 a server
+failed to boot; 5 a pipe could not be created; 6 the system ran but a server failed or had
+to be killed at shutdown; 7 the system is already up; 130 interrupted during boot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from control.kernel import DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE, Kernel
+from control.plan import build_plan
+from pykernel._progress import Progress
+from pykernel._supervise import ExecutorStatus, ServiceState, ServiceStatus
+
+EXIT_SERVER_FAILED = 6
+EXIT_INTERRUPTED = 130
+_FORWARDED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``up`` verb to the ``pykernel`` command."""
+    up = subparsers.add_parser(
+        "up", help="run a wiring file's system until signalled",
+        description="Lint and plan FILE, create its pipes, boot the built-ins and its "
+                    "servers, and run until SIGINT/SIGTERM; then stop everything and "
+                    "remove the pipes. Exit status says what failed.")
+    up.add_argument("file", metavar="FILE", help="the YAML wiring file")
+    up.add_argument("--run-dir", type=Path, default=None,
+                    help="logs and lock (default: $XDG_RUNTIME_DIR/pykernel/SYSTEM)")
+    up.add_argument("--ready-timeout", type=_seconds, default=DEFAULT_READY_TIMEOUT,
+                    metavar="S", help="seconds a server has to attach its terminals")
+    up.add_argument("--grace", type=_seconds, default=DEFAULT_STOP_GRACE, metavar="S",
+                    help="seconds between SIGTERM and SIGKILL at shutdown")
+    up.add_argument("--json-status", "--json", dest="json_status", action="store_true",
+                    help="print state changes as JSON lines on stdout")
+    up.set_defaults(func=_up)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+class _Reporter:
+    """Turns state changes into the status line, failure lines or JSON lines."""
+
+    def __init__(self, kernel: Kernel, json_lines: bool, out: TextIO, err: TextIO) -> None:
+        self.kernel = kernel
+        self.json_lines = json_lines
+        self.out, self.err = out, err
+        self.progress = Progress(err if not json_lines else None)
+        if json_lines:
+            self.progress.enabled = False
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+
+    def changed(self, status: ServiceStatus, previous: ServiceState) -> None:
+        with self.lock:
+            if self.json_lines:
+                self.line({"event": "service", "previous": previous.value, **status.to_dict()})
+            elif status.state in (ServiceState.FAILED, ServiceState.BACKOFF) or (
+                status.state is ServiceState.STOPPED and "killed" in status.reason
+            ):
+                self.progress.done()
+                self.err.write(f"pykernel: {status.name}: {status.state.value}: "
+                               f"{status.reason} (log: {status.log_path})\n")
+                self.err.flush()
+
+    def line(self, data: dict[str, Any]) -> None:
+        self.out.write(json.dumps(data, sort_keys=True) + "\n")
+        self.out.flush()
+
+    def up(self, status: ExecutorStatus) -> None:
+        plan = self.kernel.plan
+        with self.lock:
+            if self.json_lines:
+                self.line({"event": "up", "system": plan.system,
+                           "connectome_id": plan.connectome_id, "pipes": len(plan.pipes),
+                           **status.to_dict()})
+            elif self.progress.enabled:
+                self.err.write(f"{plan.system}: up, {len(plan.servers)} servers, "
+                               f"{len(plan.pipes)} pipes; logs in {status.run_dir}; "
+                               "Ctrl-C stops\n")
+
+    def tick(self) -> None:
+        if not self.progress.enabled:
+            return
+        status = self.kernel.status()
+        servers = [s for s in status.services if not s.builtin]
+        running = sum(s.state is ServiceState.RUNNING for s in servers)
+        restarts = sum(s.restarts for s in servers)
+        bad = [s.name for s in servers if s.state in (ServiceState.FAILED, ServiceState.BACKOFF)]
+        uptime = int(time.monotonic() - self.started)
+        text = (f"{self.kernel.plan.system}: {running}/{len(servers)} running, "
+                f"{restarts} restarts, up {uptime // 60}m{uptime % 60:02d}s")
+        if bad:
+            text += f", trouble: {', '.join(bad)}"
+        with self.lock:
+            self.progress.update(text)
+
+    def stopped(self, status: ExecutorStatus, code: int) -> None:
+        with self.lock:
+            self.progress.done()
+            if self.json_lines:
+                self.line({"event": "stopped", "exit_code": code, **status.to_dict()})
+            elif self.progress.enabled:
+                self.err.write(f"{self.kernel.plan.system}: stopped"
+                               f"{'' if code == 0 else ' with failures'}\n")
+
+
+def final_exit_code(status: ExecutorStatus) -> int:
+    """Return 0 when every server ended cleanly, else ``EXIT_SERVER_FAILED``."""
+    for svc in status.services:
+        if svc.state is ServiceState.FAILED or "killed" in svc.reason:
+            return EXIT_SERVER_FAILED
+    return 0
+
+
+class _StopRequest(Exception):
+    """Raised from the signal handler to leave a boot in progress."""
+
+
+def _up(args: argparse.Namespace) -> int:
+    plan = build_plan(args.file)
+    kernel = Kernel(plan, run_dir=args.run_dir, ready_timeout=args.ready_timeout,
+                    stop_grace=args.grace)
+    reporter = _Reporter(kernel, args.json_status, sys.stdout, sys.stderr)
+    kernel.subscribe(reporter.changed)
+    stop = threading.Event()
+    booting = True
+
+    def on_stop(signum: int, frame: object) -> None:
+        nonlocal booting
+        stop.set()
+        if booting:
+            booting = False  # a second signal must not interrupt the clean-up
+            raise _StopRequest
+
+    def on_forward(signum: int, frame: object) -> None:
+        kernel.executor.signal_all(signum)
+
+    previous = {s: signal.signal(s, on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous.update({s: signal.signal(s, on_forward) for s in _FORWARDED})
+    try:
+        try:
+            status = kernel.start()
+        except _StopRequest:
+            kernel.stop()
+            return EXIT_INTERRUPTED
+        booting = False
+        reporter.up(status)
+        while not stop.wait(0.5):
+            reporter.tick()
+        final = kernel.stop()
+        code = final_exit_code(final)
+        reporter.stopped(final, code)
+        return code
+    finally:
+        booting = False
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,282 @@
+"""The kernel: turns a plan into a running system and back into nothing.
+
+``Kernel(plan).start()``: take the system's run-directory lock, create every planned pipe
+(the kernel holds them open while it runs), then let the executor boot the built-ins and
+the plan's servers in start order. ``stop()``: the executor stops the servers (dependents
+first, SIGTERM, grace, SIGKILL), then every pipe is closed and unlinked and the lock
+released. A failed start undoes what it did, so nothing is left behind either way.
+
+Python servers (``kind: python``) run as ``python -m pykernel.server ENTRY`` with the
+plan's environment; command servers run their ``argv``. Both get the plan's environment
+merged over the kernel's, plus ``PYKERNEL_NOTIFY_FD`` and ``PYKERNEL_RUN_DIR``.
+
+Exceptions (under :class:`control.errors.ControlError`)::
+
+    KernelError              the kernel cannot run this plan (exit 1)
+     ├── KernelBusyError     another kernel runs the same system in the run directory (exit 7)
+     └── PipeSetupError      a planned pipe cannot be created (exit 5)
+
+Boot failures are :class:`pykernel._supervise.BootError` (exit 4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from control.errors import ControlError
+from control.plan import Plan, PlannedServer
+from pykernel._executor import Executor
+from pykernel._supervise import ExecutorStatus, ServiceSpec, ServiceState, ServiceStatus
+
+__all__ = [
+    "Kernel",
+    "KernelBusyError",
+    "KernelError",
+    "PipeSetupError",
+    "default_run_dir",
+    "services_from_plan",
+]
+
+DEFAULT_READY_TIMEOUT = 10.0
+DEFAULT_STOP_GRACE = 5.0
+
+
+class KernelError(ControlError):
+    """The kernel cannot run this plan."""
+
+
+class KernelBusyError(KernelError):
+    """Another kernel already runs this system with the same run directory."""
+
+    exit_code = 7
+
+
+class PipeSetupError(KernelError):
+    """A planned pipe cannot be created (named, with the reason)."""
+
+    exit_code = 5
+
+
+def default_run_dir(system: str) -> Path:
+    """Return where a system's logs and lock live by default.
+
+    ``$XDG_RUNTIME_DIR/pykernel/<system>``, else ``/run/pykernel/<system>`` for root, else
+    ``<tmp>/pykernel-<uid>/<system>``.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "pykernel" / system
+    if os.geteuid() == 0 and os.access("/run", os.W_OK):
+        return Path("/run/pykernel") / system
+    return Path(tempfile.gettempdir()) / f"pykernel-{os.geteuid()}" / system
+
+
+def services_from_plan(
+    plan: Plan,
+    *,
+    python: str | None = None,
+    ready_timeout: float = DEFAULT_READY_TIMEOUT,
+    stop_grace: float = DEFAULT_STOP_GRACE,
+) -> list[ServiceSpec]:
+    """Translate the plan's servers into executor service specs, in start order.
+
+    Args:
+        plan: the plan.
+        python: interpreter for python servers (default: this one).
+        ready_timeout: seconds each server has to attach its terminals.
+        stop_grace: seconds between SIGTERM and SIGKILL at shutdown.
+
+    """
+    by_name = {s.name: s for s in plan.servers}
+    order = list(plan.start_order) + sorted(set(by_name) - set(plan.start_order))
+    return [
+        _service(by_name[name], python or sys.executable, ready_timeout, stop_grace)
+        for name in order
+    ]
+
+
+def _service(server: PlannedServer, python: str, ready_timeout: float,
+             stop_grace: float) -> ServiceSpec:
+    env = dict(server.env)
+    if server.kind == "python":
+        argv: tuple[str, ...] = (python, "-m", "pykernel.server", str(server.entry))
+        env.setdefault("PYTHONUNBUFFERED", "1")  # the log shows output as it happens
+    else:
+        argv = tuple(server.argv)
+    return ServiceSpec(
+        name=server.name,
+        argv=argv,
+        env=env,
+        cwd=server.cwd or None,
+        restart=server.restart,
+        backoff_initial=server.backoff_initial,
+        backoff_max=server.backoff_max,
+        depends_on=tuple(server.depends_on),
+        ready_timeout=ready_timeout,
+        stop_grace=stop_grace,
+    )
+
+
+class Kernel:
+    """Owns a system's pipes and its executor.
+
+    Args:
+        plan: the system to run.
+        run_dir: logs and lock (default :func:`default_run_dir`).
+        ready_timeout: seconds each server has to become ready.
+        stop_grace: seconds between SIGTERM and SIGKILL per server.
+        builtins: built-in services (default: the executor's list).
+        python: interpreter for python servers.
+        reap_all: reap every child, not only ours (default: when PID 1).
+
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        run_dir: str | os.PathLike[str] | None = None,
+        ready_timeout: float = DEFAULT_READY_TIMEOUT,
+        stop_grace: float = DEFAULT_STOP_GRACE,
+        builtins: Sequence[ServiceSpec] | None = None,
+        python: str | None = None,
+        reap_all: bool | None = None,
+    ) -> None:
+        self.plan = plan
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(plan.system)
+        self._subscribers: list[Callable[[ServiceStatus, ServiceState], None]] = []
+        self._pipes: dict[str, Any] = {}
+        self._lock_fd: int | None = None
+        self._mutex = threading.Lock()
+        self.executor = Executor(
+            services_from_plan(plan, python=python, ready_timeout=ready_timeout,
+                               stop_grace=stop_grace),
+            run_dir=self.run_dir,
+            builtins=builtins,
+            reap_all=reap_all,
+            on_change=self._changed,
+        )
+
+    def subscribe(self, callback: Callable[[ServiceStatus, ServiceState], None]) -> None:
+        """Call ``callback(status, previous_state)`` on every server state change."""
+        self._subscribers.append(callback)
+
+    def _changed(self, status: ServiceStatus, previous: ServiceState) -> None:
+        for callback in list(self._subscribers):
+            callback(status, previous)
+
+    @property
+    def pipe_names(self) -> tuple[str, ...]:
+        """The names of the pipes this kernel created (while running)."""
+        return tuple(self._pipes)
+
+    def status(self) -> ExecutorStatus:
+        """Return the executor's snapshot of every server."""
+        return self.executor.status()
+
+    def start(self) -> ExecutorStatus:
+        """Lock, create the pipes, boot everything; undo all of it on failure.
+
+        Raises:
+            KernelBusyError: the system already runs from this run directory.
+            PipeSetupError: a pipe cannot be created.
+            BootError: a server failed to become ready.
+
+        """
+        with self._mutex:
+            self._take_lock()
+            try:
+                self._create_pipes()
+                return self.executor.start()
+            except BaseException:
+                self.executor.shutdown()
+                self._remove_pipes()
+                self._release_lock()
+                raise
+
+    def stop(self) -> ExecutorStatus:
+        """Stop every server, then remove every pipe and release the lock (idempotent)."""
+        final = self.executor.shutdown()
+        with self._mutex:
+            self._remove_pipes()
+            self._release_lock()
+        return final
+
+    def __enter__(self) -> Kernel:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ internals
+    def _take_lock(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.run_dir / "kernel.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                         0o600)
+        except OSError as exc:
+            raise KernelError(f"run directory {self.run_dir}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise KernelBusyError(
+                f"system {self.plan.system!r} is already up (kernel pid {holder}, "
+                f"run directory {self.run_dir})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
+
+    def _create_pipes(self) -> None:
+        from pykernel import Pipe, PipeExistsError, PykernelError, clean_pipes
+
+        for planned in self.plan.pipes:
+            create = functools.partial(
+                Pipe.create, planned.name, slot_size=planned.slot_size, slots=planned.slots,
+                shape=planned.shape, lossy=planned.lossy, max_readers=planned.max_readers,
+                max_writers=planned.max_writers, mode=planned.mode,
+            )
+            try:
+                try:
+                    pipe = create()
+                except PipeExistsError:
+                    # Left over from a kernel that died? Remove it only if nobody uses it.
+                    clean_pipes()
+                    pipe = create()
+            except PipeExistsError:
+                raise PipeSetupError(
+                    f"pipe {planned.name!r} exists and is in use: is system "
+                    f"{self.plan.system!r} running elsewhere? (`pykernel pipes` lists it)"
+                ) from None
+            except PykernelError as exc:
+                raise PipeSetupError(f"cannot create pipe {planned.name!r}: {exc}") from exc
+            self._pipes[planned.name] = pipe
+
+    def _remove_pipes(self) -> None:
+        from pykernel import Pipe, PipeNotFoundError
+
+        pipes, self._pipes = self._pipes, {}
+        for name, pipe in pipes.items():
+            pipe.close()
+            with contextlib.suppress(PipeNotFoundError):
+                Pipe.unlink(name)
