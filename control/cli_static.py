@@ -19,20 +19,19 @@ from pykernel.cli import add_json_flag, emit
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``lint`` and ``plan`` verbs to the ``pykernel`` command."""
-    lint = subparsers.add_parser(
-        "lint", help="check a wiring file without starting anything",
-        description="Report every error and warning of a wiring file, each at "
-                    "file:line:column with its field. Exit 1 on any error.")
-    lint.add_argument("file", metavar="FILE", help="the YAML wiring file")
-    add_json_flag(lint)
-    lint.set_defaults(func=_lint)
-    plan = subparsers.add_parser(
-        "plan", help="print the resolved, deterministic plan of a wiring file",
-        description="Resolve a lint-clean wiring file: pipes, connection IDs, bindings, "
-                    "environment and start order. --json prints the canonical plan.")
-    plan.add_argument("file", metavar="FILE", help="the YAML wiring file")
-    add_json_flag(plan)
-    plan.set_defaults(func=_plan)
+    verbs = (
+        ("lint", _lint, "check a wiring file without starting anything",
+         "Report every error and warning of a wiring file, each at file:line:column with "
+         "its field. Exit 1 on any error."),
+        ("plan", _plan, "print the resolved, deterministic plan of a wiring file",
+         "Resolve a lint-clean wiring file: pipes, connection IDs, bindings, environment "
+         "and start order. --json prints the canonical plan."),
+    )
+    for name, func, summary, description in verbs:
+        parser = subparsers.add_parser(name, help=summary, description=description)
+        parser.add_argument("file", metavar="FILE", help="the YAML wiring file")
+        add_json_flag(parser)
+        parser.set_defaults(func=func)
 
 
 def _lint(args: argparse.Namespace) -> int:

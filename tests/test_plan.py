@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_lint import run_cli  # the in-process `pykernel` with this package's verbs
 
-import pykernel.cli
-from control.cli_static import register
 from control.errors import PlanError, WiringError
 from control.plan import Plan, build_plan, connection_id
 from control.wiring_read import read_wiring
@@ -24,16 +23,6 @@ from control.wiring_read import read_wiring
 ROOT = Path(__file__).resolve().parents[1]
 CASES = Path(__file__).parent / "lint_cases"
 OK = CASES / "ok.yaml"
-
-
-def run_cli(argv: list[str]) -> int:
-    """Run ``pykernel`` in-process with only this package's verbs loaded."""
-    original = pykernel.cli._load_verbs
-    pykernel.cli._load_verbs = register  # type: ignore[assignment]
-    try:
-        return pykernel.cli.main(argv)
-    finally:
-        pykernel.cli._load_verbs = original
 
 
 def plan_in_subprocess(path: Path, seed: str) -> bytes:
