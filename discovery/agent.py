@@ -33,7 +33,6 @@ from discovery.neighbors import NeighborTable
 from discovery.tlv import (
     ADDR_IPV4,
     ADDR_IPV6,
-    CHASSIS_LOCAL,
     CHASSIS_MAC,
     ETHERTYPE_LLDP,
     LLDP_MULTICAST,
@@ -169,12 +168,16 @@ def local_frame(
     return build_frame(spec)
 
 
-def default_chassis() -> tuple[int, bytes]:
-    """Return our chassis ID: MAC of the first Ethernet interface, else the hostname."""
+def default_chassis() -> tuple[int, bytes] | None:
+    """Return our chassis ID: MAC of the first Ethernet interface (None if there is none).
+
+    Not the hostname: hosts (and namespaces) often share one, and a peer with our chassis
+    ID would be taken for ourselves.
+    """
     for info in list_ifaces():
         if info.ethernet and any(info.mac):
             return (CHASSIS_MAC, info.mac)
-    return (CHASSIS_LOCAL, socket.gethostname().encode()[:255] or b"pykernel")
+    return None
 
 
 class LldpAgent:
@@ -212,10 +215,13 @@ class LldpAgent:
             ("sent", "shutdowns_sent", "send_errors", "received", "opened", "closed"), 0
         )
         self._errors: dict[str, int] = {}
+        # Our (subtype, chassis ID); set from the first interface opened if still None.
         self.chassis = config.chassis or default_chassis()
-        table.set_own_chassis(self.chassis)
+        if self.chassis is not None:
+            table.set_own_chassis(self.chassis)
         if not config.receive_only:  # refuse a bad configuration now, not on every send
-            local_frame(config, self.chassis, IfaceInfo("pk-check", 0, bytes(6), True, True), 0)
+            check = IfaceInfo("pk-check", 0, bytes(6), True, True)
+            local_frame(config, self.chassis or (CHASSIS_MAC, bytes(6)), check, 0)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -342,7 +348,8 @@ class LldpAgent:
     def _send(self, port: _Port, ttl: int) -> bool:
         key = "sent" if ttl else "shutdowns_sent"
         try:
-            port.sock.send(local_frame(self.config, self.chassis, port.info, ttl))
+            chassis = self.chassis or (CHASSIS_MAC, port.info.mac)
+            port.sock.send(local_frame(self.config, chassis, port.info, ttl))
         except OSError as exc:
             log.debug("send on %s: %s", port.info.name, exc)
             with self._lock:
@@ -378,6 +385,9 @@ class LldpAgent:
         except InterfaceError as exc:
             log.warning("%s", exc)
             return
+        if self.chassis is None:  # started without interfaces: the first one names us
+            self.chassis = (CHASSIS_MAC, info.mac)
+            self.table.set_own_chassis(self.chassis)
         port = _Port(info, sock, next_tx=0.0, fast_left=max(0, self.config.fast_start - 1))
         with self._lock:
             self._ports[info.name] = port

@@ -36,7 +36,7 @@ from discovery.state import (
     pid_alive,
     read_state,
 )
-from discovery.tlv import parse_frame
+from discovery.tlv import CHASSIS_MAC, parse_frame
 from pykernel.cli import add_json_flag, emit
 
 
@@ -203,7 +203,7 @@ def cmd_lldp_send(args: argparse.Namespace) -> int:
         hints = Hints(identity=args.identity, control_port=args.control_port, transports=("tcp",))
     cfg = AgentConfig(interfaces=(info.name,), system_name=args.system_name, hints=hints)
     ttl = 0 if args.shutdown else args.ttl
-    frame = local_frame(cfg, default_chassis(), info, ttl)
+    frame = local_frame(cfg, default_chassis() or (CHASSIS_MAC, info.mac), info, ttl)
     with open_lldp_socket(info) as sock:
         for i in range(args.count):
             if i:

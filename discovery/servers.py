@@ -122,7 +122,7 @@ class DiscoveryService:
         self.beacon: BeaconServer | None = None
         self.echo: UdpEchoServer | None = None
         self.shm: ShmProbeSegment | None = None
-        self._written = (-1, -1)
+        self._written: tuple[object, ...] = ()
         self._last_write = 0.0
         self._state_lock = threading.Lock()
 
@@ -229,12 +229,12 @@ class DiscoveryService:
             self._last_write = time.monotonic()
             neighbors = self.table.neighbors()
             candidates = self.cache.candidates()
-            versions = (self.table.version, self.cache.version)
+            agent = self.agent.stats() if self.agent else None
+            versions = (self.table.version, self.cache.version, agent.interfaces if agent else ())
             if versions == self._written and not force:
                 return
             self._written = versions
             common = {"identity": self.identity, "written_at": time.time()}
-            agent = self.agent.stats() if self.agent else None
             write_state(
                 self.run_dir / NEIGHBORS_FILE,
                 "neighbors",
