@@ -137,6 +137,7 @@ struct pk_writer {
     uint64_t tail_cache; /* a cache of the slowest reader's tail: only ever behind it */
     uint64_t reserved;   /* position held by pk_reserve, valid when has_reserved */
     int has_reserved;
+    uint64_t late_wakeups; /* sleeps that timed out although room was there (see pk_wait) */
     uint32_t claim_gen;  /* combiner: mirror of rec->claim_gen (we are its only writer) */
 };
 
@@ -147,6 +148,7 @@ struct pk_reader {
     uint32_t spin_ns;
     uint64_t pos;       /* next position to read (rec->tail mirror) */
     int viewing;        /* pk_view handed out the slot at pos */
+    uint64_t late_wakeups; /* sleeps that timed out although a message was there */
 };
 
 static inline pk_slot *pk_slot_at(const pk_pipe *p, uint64_t pos)
@@ -165,7 +167,8 @@ int64_t pk_now_ns(void);
 /* pk_wait.c: spin, then sleep on `word` until cond() != 0, timeout, or tick() < 0. */
 typedef int (*pk_cond_fn)(void *ctx);
 int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, pk_cond_fn tick,
-            void *ctx, int64_t timeout_ns, uint32_t spin_ns, _Atomic uint64_t *wait_count);
+            void *ctx, int64_t timeout_ns, uint32_t spin_ns, _Atomic uint64_t *wait_count,
+            uint64_t *late);
 void pk_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters);
 
 /* pk_repair.c: dead peers and their leftovers, all under the repair lock. */

@@ -81,7 +81,7 @@ static int wait_ready(pk_reader *r, int64_t timeout_ns)
 {
     pk_hdr *h = r->p->hdr;
     return pk_wait(&h->data_word, &h->data_waiters, ready, reader_tick, r, timeout_ns,
-                   r->spin_ns, &r->rec->waits);
+                   r->spin_ns, &r->rec->waits, &r->late_wakeups);
 }
 
 static inline void wake_writers(pk_reader *r)
@@ -178,6 +178,8 @@ void pk_reader_set_spin(pk_reader *r, uint32_t spin_ns)
 }
 
 uint32_t pk_reader_index(const pk_reader *r) { return r ? r->index : 0; }
+
+uint64_t pk_reader_late_wakeups(const pk_reader *r) { return r ? r->late_wakeups : 0; }
 
 uint64_t pk_reader_drops(const pk_reader *r) { return r ? pk_ld_rlx(&r->rec->drops) : 0; }
 

@@ -117,6 +117,8 @@ int pk_writer_attach(pk_pipe *p, pk_writer **out);
 void pk_writer_detach(pk_writer *w);
 void pk_writer_set_spin(pk_writer *w, uint32_t spin_ns);
 uint32_t pk_writer_index(const pk_writer *w);
+/* Sleeps that ran out their time although room was there: lost wake-ups (should be 0). */
+uint64_t pk_writer_late_wakeups(const pk_writer *w);
 int pk_send(pk_writer *w, const char *data, uint32_t len, int64_t timeout_ns);
 int pk_send_batch(pk_writer *w, const char *data, const uint32_t *lens, uint32_t n,
                   int64_t timeout_ns);
@@ -131,6 +133,7 @@ int pk_reader_attach(pk_pipe *p, pk_reader **out);
 void pk_reader_detach(pk_reader *r);
 void pk_reader_set_spin(pk_reader *r, uint32_t spin_ns);
 uint32_t pk_reader_index(const pk_reader *r);
+uint64_t pk_reader_late_wakeups(const pk_reader *r);
 uint64_t pk_reader_drops(const pk_reader *r);
 int pk_recv(pk_reader *r, char *buf, uint32_t cap, uint32_t *len, int64_t timeout_ns);
 int pk_recv_batch(pk_reader *r, char *buf, uint64_t cap, uint32_t *lens, uint32_t max_n,

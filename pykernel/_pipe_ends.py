@@ -289,6 +289,11 @@ class Writer(_End):
     def _set_spin(self, handle: Any, ns: int) -> None:
         lib.pk_writer_set_spin(handle, ns)
 
+    @property
+    def late_wakeups(self) -> int:
+        """Sleeps that ran out their time although room was there (lost wake-ups: 0)."""
+        return int(lib.pk_writer_late_wakeups(self._live()))
+
     def send(self, data: Any, timeout: float | None = None) -> None:
         """Send one message (a copy of ``data``), waiting up to ``timeout`` s for room.
 
@@ -409,6 +414,11 @@ class Reader(_End):
 
     def _set_spin(self, handle: Any, ns: int) -> None:
         lib.pk_reader_set_spin(handle, ns)
+
+    @property
+    def late_wakeups(self) -> int:
+        """Sleeps that ran out their time although a message was there (lost wake-ups: 0)."""
+        return int(lib.pk_reader_late_wakeups(self._live()))
 
     @property
     def index(self) -> int:
