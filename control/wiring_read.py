@@ -169,7 +169,7 @@ def read_wiring(file: str | os.PathLike[str]) -> tuple[Wiring | None, list[Diagn
                      f"system {system!r} must match [A-Za-z][A-Za-z0-9_-]{{0,63}}")
         system = "invalid"
     python_path = _python_path(rd, top, base_dir)
-    defaults = _defaults(rd, top.get("defaults", {}))
+    defaults = _defaults(rd, top.get("defaults") or {})
     servers, broken = _servers(rd, top, base_dir, python_path, defaults)
     connections = _connections(rd, top)
     wiring = Wiring(name, base_dir, system, python_path, defaults["slots"], defaults["lossy"],
@@ -181,7 +181,7 @@ def read_wiring(file: str | os.PathLike[str]) -> tuple[Wiring | None, list[Diagn
 def _python_path(rd: _Reader, top: dict[str, Any], base_dir: str) -> tuple[str, ...]:
     if "python_path" not in top:
         return ()
-    items = rd.string_list(top["python_path"], ("python_path",)) or []
+    items = rd.string_list(top["python_path"] or [], ("python_path",)) or []
     out = []
     for i, item in enumerate(items):
         resolved = os.path.normpath(os.path.join(base_dir, item))
@@ -254,7 +254,7 @@ def _server(rd: _Reader, name: str, body: Any, path: Path, base_dir: str,
                          f"cwd {data['cwd']!r} is not a directory")
         else:
             rd.error((*path, "cwd"), "type", f"expected a string, got {type_name(data['cwd'])}")
-    env = _env(rd, data.get("env", {}), (*path, "env"))
+    env = _env(rd, data.get("env") or {}, (*path, "env"))
     restart = defaults["restart"]
     if "restart" in data:
         restart = rd.restart(data["restart"], (*path, "restart")) or restart
@@ -263,7 +263,7 @@ def _server(rd: _Reader, name: str, body: Any, path: Path, base_dir: str,
         backoff = rd.backoff(data["backoff"], (*path, "backoff"), backoff) or backoff
     depends: list[str] = []
     if "depends_on" in data:
-        depends = rd.string_list(data["depends_on"], (*path, "depends_on")) or []
+        depends = rd.string_list(data["depends_on"] or [], (*path, "depends_on")) or []
     found: Manifest | None = None
     entry: str | None = None
     argv: tuple[str, ...] = ()
@@ -406,7 +406,7 @@ def _report(src: _Reader, value: Any, path: Path, into: _Reader) -> Manifest | N
 
 
 def _connections(rd: _Reader, top: dict[str, Any]) -> list[ConnectionSpec]:
-    raw = top.get("connections", [])
+    raw = top.get("connections") or []  # an empty `connections:` is null in YAML
     if not isinstance(raw, list):
         rd.error(("connections",), "type", f"connections must be a list, got {type_name(raw)}")
         return []

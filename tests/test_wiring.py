@@ -138,6 +138,17 @@ class TestReadWiring:
         shell = wiring.server("shell")
         assert shell is not None and shell.argv[0] == "sh"  # bare names stay for PATH
 
+    def test_empty_sections_are_empty(self, tmp_path: Path) -> None:
+        """`env:`, `depends_on:`, `defaults:` and `connections:` left empty mean none."""
+        tool = json.dumps(str(CASES / "tool.manifest.yaml"))
+        path = tmp_path / "e.yaml"
+        path.write_text(f"system: e\ndefaults:\nservers:\n  a:\n    command: [sh]\n"
+                        f"    manifest: {tool}\n    env:\n    depends_on:\nconnections:\n")
+        wiring, diags = read_wiring(path)
+        assert wiring is not None and wiring.connections == ()
+        assert [d.code for d in diags] == []
+        assert schema_errors(yaml.safe_load(path.read_text()), SCHEMA) == []
+
     @pytest.mark.parametrize(("mode", "bits"), [('"0640"', 0o640), ('"0o600"', 0o600),
                                                 ("0644", 0o644), ('"600"', 0o600)])
     def test_mode_spellings(self, tmp_path: Path, mode: str, bits: int) -> None:
@@ -168,12 +179,12 @@ def schema_errors(value: Any, schema: dict[str, Any], where: str = "$") -> list[
     if "$ref" in schema:
         return schema_errors(value, _resolve(schema["$ref"]), where)
     errs: list[str] = []
-    kind = schema.get("type")
-    if kind is not None:
-        ok = isinstance(value, TYPES[kind]) and not (
-            kind in ("integer", "number") and isinstance(value, bool))
-        if not ok:
-            return [f"{where}: not {kind}"]
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        if not any(isinstance(value, TYPES[k]) and not (
+                k in ("integer", "number") and isinstance(value, bool)) for k in kinds):
+            return [f"{where}: not {' or '.join(kinds)}"]
     if "enum" in schema and not any(value == e and type(value) is type(e)
                                     for e in schema["enum"]):
         errs.append(f"{where}: not in enum")
