@@ -76,6 +76,7 @@ class NetLab:
         self.prefix = f"pk-{secrets.token_hex(3)}"
         self.namespaces: list[str] = []
         self.hosts: list[Host] = []
+        self.procs: list[subprocess.Popen[str]] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="pk-lab-"))
         os.chmod(self.tmp, 0o755)  # lldpd (user _lldpd) must reach sockets made here
 
@@ -109,9 +110,12 @@ class NetLab:
         self.ip("-n", ns, "addr", "add", cidr, "dev", ifname)
 
     def exec(self, ns: str, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        """Start ``argv`` in ``ns`` in its own process group; :meth:`close` ends it."""
+        proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, *argv], text=True, start_new_session=True, **kw
         )
+        self.procs.append(proc)
+        return proc
 
     def host(self, name: str, ns: str, passphrase: str, lldp_only: bool = False,
              **options: Any) -> Host:  # fmt: skip
@@ -146,22 +150,24 @@ class NetLab:
                 pytest.fail(f"{h.name} exited before ready: {err[-2000:]}")
             h.ready = json.loads(line)
 
-    def stop(self, host: Host, sig: int = signal.SIGTERM) -> None:
-        if host.proc.poll() is None:
-            os.killpg(host.proc.pid, sig)
+    def stop(self, host: Host | subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
+        """Signal a host (or process) and reap it; SIGKILL after 5 s."""
+        proc = host.proc if isinstance(host, Host) else host
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
             try:
-                host.proc.wait(5)
+                proc.wait(5)
             except subprocess.TimeoutExpired:
-                os.killpg(host.proc.pid, signal.SIGKILL)
-                host.proc.wait(5)
-        for stream in (host.proc.stdout, host.proc.stderr):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
 
     def close(self) -> None:
-        for h in self.hosts:
+        for proc in self.procs:
             with contextlib.suppress(ProcessLookupError, OSError):
-                self.stop(h)
+                self.stop(proc)
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         shutil.rmtree(self.tmp, ignore_errors=True)
