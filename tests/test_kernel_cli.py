@@ -1,0 +1,167 @@
+"""`pykernel up`: exit codes that say what failed, quiet when piped, live status on a TTY."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_kernel import wiring
+
+PYKERNEL = [sys.executable, "-m", "pykernel"]
+
+
+@pytest.fixture
+def system() -> Iterator[str]:
+    name = f"kc{uuid.uuid4().hex[:10]}"
+    yield name
+    for leftover in os.listdir("/dev/shm"):
+        if leftover.startswith(f"pykernel.{name}."):
+            os.unlink(f"/dev/shm/{leftover}")
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen]]:
+    made: list[subprocess.Popen] = []
+    yield made
+    for proc in made:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def up(tmp_path: Path, wiring_file: Path, *args: str, **kw: object) -> subprocess.Popen:
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([*PYKERNEL, "up", str(wiring_file), "--run-dir",
+                             str(tmp_path / "run"), *args], text=True, **kw)
+
+
+def wait_running(proc: subprocess.Popen) -> dict:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "up":
+            return event
+    pytest.fail(f"never came up: {proc.communicate()[1]}")
+
+
+class TestExitCodes:
+    """Each kind of failure has its own exit status and one line on stderr."""
+
+    def test_lint_error_exits_1_with_location(self, tmp_path: Path, system: str) -> None:
+        """A wiring file with errors never starts anything: exit 1, file:line:column."""
+        bad = wiring(tmp_path, system)
+        bad.write_text(bad.read_text().replace("{restart: never}", "{restart: maybe}"))
+        result = subprocess.run([*PYKERNEL, "up", str(bad), "--run-dir", str(tmp_path / "r")],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"pykernel: {bad}:3:")
+        assert "restart" in result.stderr and "maybe" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+        assert not (tmp_path / "r").exists()
+
+    def test_boot_failure_exits_4(self, tmp_path: Path, system: str) -> None:
+        """A server dying at boot: exit 4, its name and last log line; no pipes left."""
+        result = subprocess.run(
+            [*PYKERNEL, "up", str(wiring(tmp_path, system, pong="broken")),
+             "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 4, result.stderr
+        assert "boot failed: service 'pong'" in result.stderr
+        assert "RuntimeError: broken on purpose" in result.stderr
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"pykernel.{system}.")]
+
+    def test_second_up_exits_7(self, tmp_path: Path, system: str, procs: list) -> None:
+        """The same system twice from one run directory: the second exits 7."""
+        first = up(tmp_path, wiring(tmp_path, system), "--json-status")
+        procs.append(first)
+        wait_running(first)
+        second = subprocess.run([*PYKERNEL, "up", str(tmp_path / "wiring.yaml"), "--run-dir",
+                                 str(tmp_path / "run")], capture_output=True, text=True,
+                                timeout=30)
+        assert second.returncode == 7
+        assert f"system '{system}' is already up (kernel pid {first.pid}" in second.stderr
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+        assert first.returncode == 0
+
+    @pytest.mark.parametrize("value", ["0", "-1", "inf", "soon"])
+    def test_bad_grace_exits_2(self, tmp_path: Path, value: str) -> None:
+        """A grace period that is not a positive number is a usage error."""
+        result = subprocess.run([*PYKERNEL, "up", "x.yaml", "--grace", value],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2
+        assert "--grace" in result.stderr and value in result.stderr
+
+    def test_server_failure_while_running_exits_6(self, tmp_path: Path, system: str,
+                                                  procs: list) -> None:
+        """A server that fails for good while the system runs makes the final exit 6."""
+        proc = up(tmp_path, wiring(tmp_path, system), "--json-status")
+        procs.append(proc)
+        event = wait_running(proc)
+        pong = next(s for s in event["services"] if s["name"] == "pong")
+        os.kill(pong["pid"], signal.SIGKILL)  # restart: never
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            change = json.loads(line)
+            if change.get("name") == "pong" and change.get("state") == "failed":
+                assert change["reason"] == "killed by SIGKILL"
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 6, err
+
+
+class TestOutput:
+    """Quiet when piped; a live status line on a terminal."""
+
+    def test_quiet_when_piped(self, tmp_path: Path, system: str, procs: list) -> None:
+        """Without --json-status and without a TTY, a clean run prints nothing."""
+        proc = up(tmp_path, wiring(tmp_path, system))
+        procs.append(proc)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "run" / "ping.log").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert (proc.returncode, out, err) == (0, "", "")
+
+    def test_live_status_on_tty(self, tmp_path: Path, system: str, procs: list) -> None:
+        """On a terminal: an 'up' line, a self-updating status line, a 'stopped' line."""
+        leader, follower = pty.openpty()
+        proc = up(tmp_path, wiring(tmp_path, system), stderr=follower)
+        procs.append(proc)
+        os.close(follower)
+        seen = b""
+        deadline = time.monotonic() + 30
+        try:
+            while b"2/2 running" not in seen:
+                assert time.monotonic() < deadline, seen
+                seen += os.read(leader, 4096)
+            proc.send_signal(signal.SIGINT)
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # EIO: the other side closed
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            proc.wait(timeout=30)
+        finally:
+            os.close(leader)
+        text = seen.decode()
+        assert f"{system}: up, 2 servers, 1 pipes" in text
+        assert "\r" in text  # the status line rewrites itself
+        assert f"{system}: stopped" in text
+        assert proc.returncode == 0
