@@ -181,14 +181,14 @@ json_values = st.recursive(
 class TestProperties:
     """Anything from outside gives problems, never an exception."""
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=150, deadline=None)
     @given(json_values)
     def test_arbitrary_values(self, value: Any) -> None:
         """Any JSON-like value is either a manifest or a list of problems."""
         built, problems = check_manifest(value)
         assert (built is None) == bool(problems)
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=150, deadline=None)
     @given(st.sampled_from(["servername", "class_hex", "owner", "auth_flag", "auth_mechanism",
                             "terminals"]), json_values)
     def test_one_field_replaced(self, key: str, value: Any) -> None:
