@@ -11,7 +11,8 @@ types, commands, python entries and manifests) and then applies the graph rules 
 - endpoint dtypes/shapes agree and the writer's messages fit the reader's message size;
 - required terminals are connected; ``depends_on`` names servers and has no cycle.
 
-Warnings: an output nobody reads, a slot much larger than the largest message.
+Warnings: an output nobody reads, a slot much larger than the largest message, a ring of
+256 MiB or more.
 Nothing is started: lint belongs in a user's build.
 """
 
@@ -31,6 +32,8 @@ from control.wiring_read import read_wiring
 
 MAX_PEERS = 32
 """Most readers of a multiplexer pipe, or writers of a combiner pipe (the core's limit)."""
+HUGE_PIPE = 256 << 20
+"""A pipe ring of this many bytes or more is warned (shared memory is often limited)."""
 OVERSIZE_FACTOR = 4
 """A slot this many times the largest message (and at least 4 KiB over it) is warned."""
 
@@ -318,9 +321,15 @@ def group_pipes(wiring: Wiring,
         slot_size = chosen.get("slot_size", (need, -1))[0]
         if "slot_size" in chosen:
             _check_slot(wiring, owner, slot_size, need, conns, chosen["slot_size"][1], out)
+        slots = chosen.get("slots", (wiring.slots, -1))[0]
+        if slots * slot_size >= HUGE_PIPE:
+            at = chosen.get("slots", chosen.get("slot_size", (0, conns[0][0].index)))[1]
+            out.append(wiring.diagnostic(
+                ("connections", at), "huge-pipe",
+                f"pipe of {_end(owner)} needs {slots * slot_size >> 20} MiB of shared memory "
+                "(/dev/shm is often smaller, e.g. 64 MiB in containers)", severity="warning"))
         groups.append(PipeGroup(
-            owner, shapes[owner], tuple(c for c, _, _ in conns),
-            chosen.get("slots", (wiring.slots, -1))[0], slot_size,
+            owner, shapes[owner], tuple(c for c, _, _ in conns), slots, slot_size,
             chosen.get("lossy", (wiring.lossy, -1))[0], chosen.get("mode", (wiring.mode, -1))[0],
             need))
     return groups
