@@ -175,12 +175,15 @@ class PipeActions(KernelActions):
                 out.append((c["pipe"], "reader"))
         return sorted(set(out))
 
-    def _spawn(self, name: str) -> None:
+    def _launch(self, name: str) -> subprocess.Popen[bytes]:
         ends = [f"{pipe}:{role}" for pipe, role in self._ends(name)]
         proc = subprocess.Popen([PY, "-c", SERVER, str(self.period), *ends],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.procs[name] = [proc]
         self.state.server_to(name, "starting", "test kernel: launched", pid=proc.pid)
+        return proc
+
+    def _attached(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != b"ready":
             self._kill(name)
@@ -188,11 +191,15 @@ class PipeActions(KernelActions):
             raise PykernelError(f"server {name} did not attach")
         self.state.server_to(name, "running", "test kernel: attached")
 
+    def _spawn(self, name: str) -> None:
+        self._attached(name, self._launch(name))
+
     def boot(self) -> PipeActions:
-        """Start every server's processes (writers last) and mark the kernel running."""
+        """Start every server's process (all at once) and mark the kernel running."""
         self.state.open_pipes()
-        for name in self.plan.start_order:
-            self._spawn(name)
+        procs = [(name, self._launch(name)) for name in self.plan.start_order]
+        for name, proc in procs:
+            self._attached(name, proc)
         self.state.kernel_to("running", "test kernel: booted")
         return self
 

@@ -61,15 +61,34 @@ function button(label, cls, onClick) {
   return b;
 }
 
+// Rows are keyed and updated in place, so a button under the pointer survives the
+// several updates a second (re-creating rows would swallow clicks).
+function syncRows(body, items, key, build, update) {
+  const old = new Map([...body.children].map((tr) => [tr.dataset.key, tr]));
+  let prev = null;
+  for (const item of items) {
+    let tr = old.get(key(item));
+    if (tr) old.delete(key(item));
+    else { tr = build(item); tr.dataset.key = key(item); }
+    update(tr, item);
+    const want = prev ? prev.nextSibling : body.firstChild;
+    if (want !== tr) body.insertBefore(tr, want);
+    prev = tr;
+  }
+  for (const tr of old.values()) tr.remove();
+}
+
+function setCell(td, text, attrs) {
+  if (td.textContent !== text) td.textContent = text;
+  for (const [k, v] of Object.entries(attrs || {})) if (td.getAttribute(k) !== v) td.setAttribute(k, v);
+}
+
 function renderServers(servers) {
-  const body = $("#servers tbody");
-  const rows = servers.map((s) => {
+  syncRows($("#servers tbody"), servers, (s) => s.name, (s) => {
     const tr = el("tr", { "data-server": s.name });
-    tr.append(el("td", { class: "name" }, s.name));
-    tr.append(el("td", { class: "state", "data-state": s.state }, s.state));
-    tr.append(el("td", { class: "num pid" }, s.pid == null ? "" : String(s.pid)));
-    tr.append(el("td", { class: "num" }, String(s.starts)));
-    tr.append(el("td", { class: "num" }, ago(s.since)));
+    tr.append(el("td", { class: "name" }, s.name), el("td", { class: "state" }),
+      el("td", { class: "num pid" }), el("td", { class: "num starts" }),
+      el("td", { class: "num since" }));
     const ops = el("td", { class: "ops" });
     const enc = encodeURIComponent(s.name);
     ops.append(button("start", "start", () => modify("POST", `/api/servers/${enc}/start`)));
@@ -77,31 +96,37 @@ function renderServers(servers) {
     ops.append(button("restart", "restart", () => modify("POST", `/api/servers/${enc}/restart`)));
     tr.append(ops);
     return tr;
+  }, (tr, s) => {
+    const td = tr.children;
+    setCell(td[1], s.state, { "data-state": s.state });
+    setCell(td[2], s.pid == null ? "" : String(s.pid));
+    setCell(td[3], String(s.starts));
+    setCell(td[4], ago(s.since));
   });
-  body.replaceChildren(...rows);
 }
 
 function renderConnections(conns) {
-  const body = $("#connections tbody");
-  const rows = conns.map((c) => {
-    const f = c.flow;
+  syncRows($("#connections tbody"), conns, (c) => c.id, (c) => {
     const tr = el("tr", { "data-connection": c.id, "data-source": c.source, "data-target": c.target });
-    tr.append(el("td", { class: "id" }, c.id));
-    tr.append(el("td", {}, `${c.source} → ${c.target}`));
-    tr.append(el("td", {}, c.pipe));
-    tr.append(el("td", { class: "state", "data-state": c.state }, c.state));
-    tr.append(el("td", { class: "num rate", "data-value": String(f.msgs_per_s) }, rate(f.msgs_per_s, "msg/s")));
-    tr.append(el("td", { class: "num brate" }, rate(f.bytes_per_s, "B/s")));
-    tr.append(el("td", { class: "num fill" }, f.fill_pct.toFixed(1)));
-    tr.append(el("td", { class: "num drops" }, String(f.drops)));
-    tr.append(el("td", { class: "num waits" }, String(f.writer_waits)));
+    tr.append(el("td", { class: "id" }, c.id), el("td", {}, `${c.source} → ${c.target}`),
+      el("td", {}, c.pipe), el("td", { class: "state" }), el("td", { class: "num rate" }),
+      el("td", { class: "num brate" }), el("td", { class: "num fill" }),
+      el("td", { class: "num drops" }), el("td", { class: "num waits" }));
     const ops = el("td", { class: "ops" });
     ops.append(button("disconnect", "disconnect", () =>
       modify("DELETE", `/api/connections/${encodeURIComponent(c.id)}`)));
     tr.append(ops);
     return tr;
+  }, (tr, c) => {
+    const td = tr.children;
+    const f = c.flow;
+    setCell(td[3], c.state, { "data-state": c.state });
+    setCell(td[4], rate(f.msgs_per_s, "msg/s"), { "data-value": String(f.msgs_per_s) });
+    setCell(td[5], rate(f.bytes_per_s, "B/s"));
+    setCell(td[6], f.fill_pct.toFixed(1));
+    setCell(td[7], String(f.drops));
+    setCell(td[8], String(f.writer_waits));
   });
-  body.replaceChildren(...rows);
 }
 
 function renderEvents(events) {
