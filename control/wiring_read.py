@@ -270,7 +270,7 @@ def _server(rd: _Reader, name: str, body: Any, path: Path, base_dir: str,
     if has_py:
         entry, found = _python_entry(rd, data["python"], (*path, "python"), python_path)
     else:
-        argv = _command(rd, data["command"], (*path, "command"), base_dir, cwd, dict(env))
+        argv = _command(rd, data["command"], (*path, "command"), base_dir, dict(env))
     if "manifest" in data:
         found = _manifest(rd, data["manifest"], (*path, "manifest"), base_dir)
     elif has_cmd:
@@ -348,8 +348,13 @@ def _resolve_entry(value: str) -> tuple[Manifest | None, str | None]:
     return manifest_of(target), None
 
 
-def _command(rd: _Reader, value: Any, path: Path, base_dir: str, cwd: str,
+def _command(rd: _Reader, value: Any, path: Path, base_dir: str,
              env: dict[str, str]) -> tuple[str, ...]:
+    """Check the argv; return it resolved, or as written when the program is unusable.
+
+    An unusable program is reported here; the server keeps its (valid) manifest so the graph
+    rules still run on it.
+    """
     argv = rd.string_list(value, path)
     if not argv:
         if argv == []:
@@ -357,20 +362,18 @@ def _command(rd: _Reader, value: Any, path: Path, base_dir: str, cwd: str,
         return ()
     prog = argv[0]
     if "/" in prog:
-        resolved = os.path.normpath(os.path.join(base_dir, prog))
+        resolved: str | None = os.path.normpath(os.path.join(base_dir, prog))
     else:
         resolved = shutil.which(prog, path=env.get("PATH", os.environ.get("PATH", os.defpath)))
-        if resolved is None:
-            rd.error((*path, 0), "command-not-found", f"command {prog!r} is not on PATH")
-            return ()
-    if not os.path.isfile(resolved):
+    if resolved is None:
+        rd.error((*path, 0), "command-not-found", f"command {prog!r} is not on PATH")
+    elif not os.path.isfile(resolved):
         rd.error((*path, 0), "command-not-found", f"command {prog!r} not found ({resolved})")
-        return ()
-    if not os.access(resolved, os.X_OK):
+    elif not os.access(resolved, os.X_OK):
         rd.error((*path, 0), "command-not-executable", f"command {prog!r} is not executable")
-        return ()
-    # A bare name stays bare (the executor looks it up on PATH); a path becomes absolute.
-    return (resolved if "/" in prog else prog, *argv[1:])
+    elif "/" in prog:
+        return (resolved, *argv[1:])  # a path becomes absolute: independent of cwd
+    return tuple(argv)  # a bare name stays bare: the executor looks it up on PATH
 
 
 def _manifest(rd: _Reader, value: Any, path: Path, base_dir: str) -> Manifest | None:
