@@ -70,6 +70,29 @@ class Corrupting(OsPipe):
     link = _FlippingLink
 
 
+class _LateReceiver(_FdReceiver):
+    """Starts reading 50 ms late, as a loaded machine would."""
+
+    started = False
+
+    def recv(self):  # type: ignore[no-untyped-def]
+        if not self.started:
+            time.sleep(0.05)
+            self.started = True
+        return super().recv()
+
+
+class _LateLink(_FdLink):
+    def wrap_receiver(self, queue: tuple[int, int]) -> Receiver:
+        return _LateReceiver(queue[0], self.channel.size)
+
+
+class LateStart(OsPipe):
+    key = "late"
+    label = "late-reading pipe"
+    link = _LateLink
+
+
 class _Stuck(Receiver):
     def recv(self):  # type: ignore[no-untyped-def]
         time.sleep(3600)
@@ -138,6 +161,19 @@ class TestRunCase:
         for t in (MpQueue(), MpPipe()):
             r = run_case(t, CASE["fanin64"], TINY)
             assert r.status == "ok", r.error
+
+    def test_late_reader_with_frames_bigger_than_the_pipe_does_not_deadlock(self) -> None:
+        """One warm-up frame only: a second 1 MiB one would block a 64 KiB pipe forever."""
+        r = run_case(LateStart(), CASE["oneway1m"], TINY)
+        assert r.status == "ok", r.error
+
+    def test_pub_sub_fan_out_loses_nothing(self) -> None:
+        """PUB/SUB's slow joiner is handled by repeated warm-up frames: all 4 get all."""
+        from pykernel.bench._peers_ext import ZmqPubSub
+
+        r = run_case(ZmqPubSub(), CASE["fanout64"], TINY)
+        assert r.status == "ok", r.error
+        assert r.metrics["messages"] == 4 * TINY.count(CASE["fanout64"])
 
     def test_corrupted_message_fails_the_case_with_the_reason(self) -> None:
         """A damaged byte is caught on receive and named (writer, message, offset)."""

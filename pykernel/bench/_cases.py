@@ -63,11 +63,11 @@ CASE_KEYS = tuple(c.key for c in CASES)
 
 def _default_counts() -> Mapping[str, int]:
     return {
-        "oneway64": 200_000,
-        "oneway4k": 50_000,
-        "oneway1m": 1_000,
-        "fanout64": 50_000,
-        "fanin64": 50_000,
+        "oneway64": 100_000,
+        "oneway4k": 30_000,
+        "oneway1m": 500,
+        "fanout64": 20_000,
+        "fanin64": 20_000,
     }
 
 

@@ -4,10 +4,11 @@ Every child reports one dict through its result pipe: raw timestamps
 (``time.perf_counter_ns``, CLOCK_MONOTONIC, comparable across processes) and the message
 count, or ``{"error": ...}``. The parent turns them into numbers (``_stats``).
 
-Warm-up protocol (needed by PUB/SUB's "slow joiner", harmless elsewhere): each writer sends
-a warm-up frame, then waits up to 1 ms for every reader to acknowledge it in a shared flag
-array, and repeats; readers discard warm-up frames. Channels are warmed in order, so a
-ping-pong pair cannot deadlock.
+Warm-up protocol: each writer sends a warm-up frame and waits for every reader to
+acknowledge it in a shared flag array; readers discard warm-up frames. Where early
+messages may be dropped (PUB/SUB's "slow joiner"), the writer repeats the frame every
+millisecond until acknowledged. Channels are warmed in order, so a ping-pong pair cannot
+deadlock.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Sync:
     done: Any  # Barrier: timed part done, ends may close
     acks: Sequence[Any]  # per channel: flags [reader * writers + writer]
     timeout: float
+    repeat_warmup: bool = False
 
 
 def child_main(
@@ -97,10 +99,10 @@ def _run(role: Role, case: Case, count: int, links: Sequence[Link], sync: Sync) 
                     senders[end.channel],
                     framers[end.channel],
                     end,
+                    sync,
                     sync.acks[end.channel],
                     case.readers,
                     case.writers,
-                    sync.timeout,
                 )
             else:
                 _warm_reader(
@@ -122,19 +124,22 @@ def _run(role: Role, case: Case, count: int, links: Sequence[Link], sync: Sync) 
 
 
 def _warm_writer(
-    sender: Sender, framer: Framer, end: End, acks: Any, readers: int, writers: int, timeout: float
+    sender: Sender, framer: Framer, end: End, sync: Sync, acks: Any, readers: int, writers: int
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + sync.timeout
     flags = [r * writers + end.index for r in range(readers)]
-    while True:
-        sender.send(framer.warm())
-        until = time.monotonic() + _ACK_POLL_S
-        while time.monotonic() < until:
-            if all(acks[i] for i in flags):
-                return
-            time.sleep(_ACK_POLL_S / 10)
-        if time.monotonic() > deadline:
-            raise TransportError(f"writer {end.index}: no reader saw the warm-up in {timeout}s")
+    sender.send(framer.warm())
+    resend = time.monotonic() + _ACK_POLL_S
+    while not all(acks[i] for i in flags):
+        now = time.monotonic()
+        if now > deadline:
+            raise TransportError(
+                f"writer {end.index}: no reader saw the warm-up in {sync.timeout}s"
+            )
+        if sync.repeat_warmup and now > resend:
+            sender.send(framer.warm())
+            resend = now + _ACK_POLL_S
+        time.sleep(_ACK_POLL_S / 10)
 
 
 def _warm_reader(receiver: Receiver, verifier: Verifier, end: End, acks: Any, writers: int) -> None:

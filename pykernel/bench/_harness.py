@@ -98,6 +98,7 @@ def run_case(transport: Transport, case: Case, config: BenchConfig) -> CaseResul
             done=_CTX.Barrier(n),
             acks=[_CTX.RawArray("b", case.readers * case.writers) for _ in links],
             timeout=config.timeout,
+            repeat_warmup=transport.drops_until_joined,
         )
         count = config.count(case)
         for role in roles:

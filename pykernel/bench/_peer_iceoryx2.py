@@ -128,6 +128,7 @@ class Iceoryx2(Transport):
     key = "iceoryx2"
     label = "iceoryx2"
     wait = "busy-poll"
+    drops_until_joined = True  # a publisher delivers only to subscribers it has connected
     package = "iceoryx2"
     module = "iceoryx2"
     cases = ALL_CASES

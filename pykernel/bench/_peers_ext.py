@@ -157,6 +157,7 @@ class ZmqPubSub(_Zmq):
     key = "zmq-pubsub"
     label = "pyzmq PUB/SUB"
     writer_kind, reader_kind = "PUB", "SUB"
+    drops_until_joined = True
     cases = frozenset({"oneway64", "fanout64"})
 
 

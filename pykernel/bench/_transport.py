@@ -167,6 +167,10 @@ class Transport:
         cases: the case keys (see ``_cases``) this transport takes part in.
         link: the :class:`Link` class :meth:`open` instantiates for each channel.
         is_pykernel: True for the pykernel rows (the ones compared to the peers).
+        drops_until_joined: True when messages sent before a reader has fully joined may
+            be dropped (PUB/SUB's "slow joiner"): writers then repeat the warm-up frame
+            until acknowledged. Otherwise exactly one is sent, since a second one may not
+            fit the transport's buffer (a 1 MiB frame in a 64 KiB pipe) and would block.
 
     """
 
@@ -177,6 +181,7 @@ class Transport:
     module: str | None = None
     cases: frozenset[str] = frozenset()
     is_pykernel: bool = False
+    drops_until_joined: bool = False
 
     def unavailable(self) -> str | None:
         """Return why this transport cannot run here (e.g. ``not installed``), or None."""
