@@ -277,7 +277,10 @@ def cmd_discovery_run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise DiscoveryConfigError(f"{args.config}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise DiscoveryConfigError(f"{args.config}: not YAML/JSON: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise DiscoveryConfigError(f"{args.config}: not YAML/JSON{where}: {problem}") from None
     service = build_service(options, vet=not args.lldp_only)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
