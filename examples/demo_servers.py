@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -184,24 +183,19 @@ def sink(ctx: ServerContext) -> int:
     """Verify every result; report counts per worker."""
     verifier = Verifier()
     report = _report_path(ctx, "sink-report.json")
-    lock = threading.Lock()
-    done = threading.Event()
+    next_report = 0.0
 
-    def reporter() -> None:  # reports even while no message arrives
-        while not done.wait(0.5):
-            with lock:
-                data = json.loads(json.dumps(verifier.report(final=False)))
-            _write_json(report, data)
-            ctx.status(f"verified {data['verified']}, errors {data['errors']}")
+    def publish() -> None:
+        nonlocal next_report
+        _write_json(report, verifier.report(final=False))
+        ctx.status(f"verified {verifier.verified}, errors {verifier.errors}")
+        next_report = time.monotonic() + 0.5
 
-    _write_json(report, verifier.report(final=False))
-    thread = threading.Thread(target=reporter, daemon=True)
-    thread.start()
-    for msg in ctx.messages("results"):
-        with lock:
-            verifier.check(msg)
-    done.set()
-    thread.join()
+    publish()
+    for msg in ctx.messages("results", on_idle=publish):
+        verifier.check(msg)
+        if time.monotonic() >= next_report:
+            publish()
     _write_json(report, verifier.report(final=True))
     print(f"sink: received {verifier.received}, verified {verifier.verified}, "
           f"errors {verifier.errors} {verifier.first_error}".rstrip(), flush=True)

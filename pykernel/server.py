@@ -264,7 +264,8 @@ class ServerContext:
         self.ready()
         return dict(self._ends)
 
-    def messages(self, name: str, *, poll: float = 0.1, drain: float = 2.0) -> Iterator[bytes]:
+    def messages(self, name: str, *, poll: float = 0.1, drain: float = 2.0,
+                 on_idle: Callable[[], object] | None = None) -> Iterator[bytes]:
         """Yield messages from reader terminal ``name`` until stopping and drained.
 
         Once :attr:`stopping` is set, keeps reading what is already queued and ends at the
@@ -275,6 +276,7 @@ class ServerContext:
             name: a reader terminal.
             poll: seconds per wait, i.e. how soon a stop request is noticed.
             drain: most seconds spent draining after the stop request.
+            on_idle: called after each wait that found nothing (periodic work while idle).
 
         """
         from pykernel import PipeTimeout, WriterGoneError
@@ -291,6 +293,8 @@ class ServerContext:
             except PipeTimeout:
                 if self.stopping.is_set():
                     return
+                if on_idle is not None:
+                    on_idle()
             except WriterGoneError:
                 if self.stopping.is_set():
                     return

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -265,3 +269,71 @@ class TestEntries:
         t.start()
         t.join()
         assert result == [7]
+
+
+
+class TestTerminalsOnRealPipes:
+    """Attaching terminals to real pipes; messages() drains after a stop request."""
+
+    @pytest.fixture
+    def pipe_name(self) -> Iterator[str]:
+        from pykernel import Pipe, PipeNotFoundError
+
+        name = f"st{uuid.uuid4().hex[:12]}"
+        yield name
+        with contextlib.suppress(PipeNotFoundError):
+            Pipe.unlink(name)
+
+    @staticmethod
+    def reader_env(pipe_name: str, **extra: str) -> dict[str, str]:
+        binding = {**GOOD, "pipe": pipe_name, "role": "reader", "direction": "input",
+                   "dtype": None, "shape": None}
+        return env(PYKERNEL_TERMINALS=json.dumps({"in": binding}), **extra)
+
+    def test_ready_when_last_terminal_attaches(self, pipe_name: str) -> None:
+        """READY=1 goes out exactly when the last connected terminal is attached."""
+        from pykernel import Pipe, Reader
+
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        try:
+            with Pipe.create(pipe_name, slot_size=64, slots=16), \
+                    ServerContext.from_env(self.reader_env(pipe_name,
+                                                           PYKERNEL_NOTIFY_FD=str(w))) as ctx:
+                with pytest.raises(BlockingIOError):
+                    os.read(r, 100)  # nothing attached yet: not ready
+                reader = ctx.terminal("in")
+                assert isinstance(reader, Reader) and ctx.terminal("in") is reader
+                assert os.read(r, 100) == b"READY=1\n"
+        finally:
+            os.close(r)
+            os.close(w)
+
+    def test_stop_drains_what_is_queued(self, pipe_name: str) -> None:
+        """Messages already in the pipe when the stop comes are still delivered, in order."""
+        from pykernel import Pipe
+
+        with Pipe.create(pipe_name, slot_size=64, slots=16) as pipe, \
+                ServerContext.from_env(self.reader_env(pipe_name)) as ctx:
+            ctx.terminal("in")
+            with pipe.writer() as writer:
+                for n in range(5):
+                    writer.send(b"m%d" % n)
+                ctx.stopping.set()
+                assert list(ctx.messages("in", poll=0.02)) == [b"m%d" % n for n in range(5)]
+
+    def test_idle_callback_while_empty(self, pipe_name: str) -> None:
+        """on_idle runs on every empty poll; a stop request then ends the iteration."""
+        from pykernel import Pipe
+
+        with Pipe.create(pipe_name, slot_size=64, slots=16), \
+                ServerContext.from_env(self.reader_env(pipe_name)) as ctx:
+            idle: list[float] = []
+
+            def on_idle() -> None:
+                idle.append(time.monotonic())
+                if len(idle) == 3:
+                    ctx.stopping.set()
+
+            assert list(ctx.messages("in", poll=0.02, on_idle=on_idle)) == []
+            assert len(idle) == 3

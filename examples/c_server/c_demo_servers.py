@@ -59,7 +59,11 @@ def checker(ctx: ServerContext) -> int:
     report = Path(ctx.run_dir or ".") / "checker-report.json"
     state: dict[str, Any] = {"received": 0, "verified": 0, "errors": 0, "first_error": ""}
     next_write = 0.0
-    for msg in ctx.messages("in"):
+
+    def idle() -> None:
+        _write_json(report, {**state, "final": False})
+
+    for msg in ctx.messages("in", on_idle=idle):
         expected = line(state["received"]).upper()
         state["received"] += 1
         if msg == expected:
