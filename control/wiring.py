@@ -176,7 +176,7 @@ class _Builder:
                 self.error(key_node.start_mark, path, "type", "mapping keys must be scalars")
                 continue
             key = self.loader.construct_object(key_node)
-            here = (*path, key if isinstance(key, str | int) else str(key))
+            here = (*path, key if isinstance(key, str) else str(key))  # [i] is for lists
             line = key_node.start_mark.line + 1
             if key in out and id(key_node) in explicit_ids and key in first_line:
                 self.error(key_node.start_mark, here, "duplicate-key",

@@ -223,8 +223,10 @@ def _servers(rd: _Reader, top: dict[str, Any], base_dir: str, python_path: tuple
     for name, body in raw.items():
         path: Path = ("servers", str(name))
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            hint = (" (YAML reads unquoted yes/no/on/off/true/false as booleans: quote it)"
+                    if isinstance(name, bool) else "")
             rd.error(path, "invalid-name",
-                     f"server name {name!r} must match [A-Za-z][A-Za-z0-9_-]{{0,63}}")
+                     f"server name {name!r} must match [A-Za-z][A-Za-z0-9_-]{{0,63}}{hint}")
             broken.append(str(name))
             continue
         spec = _server(rd, name, body, path, base_dir, python_path, defaults)

@@ -91,6 +91,12 @@ class TestDiagnosticsContent:
         assert (env.line, env.column) == (18, 7)
         assert by_field["servers.a.command[1]"].column == 30
 
+    def test_yaml_boolean_name_hint(self) -> None:
+        """A server called `on` (a YAML boolean) gets a hint to quote it."""
+        report = lint_file(CASES / "types.yaml")
+        (diag,) = [d for d in report.errors if d.field == "servers.True"]
+        assert "quote it" in diag.message
+
     def test_suggestion_for_typo(self) -> None:
         """An unknown server close to a known one gets a 'did you mean'."""
         report = lint_file(CASES / "references.yaml")
