@@ -72,6 +72,19 @@ class TestAnnotatedCases:
             assert needed in codes
 
 
+class TestDocumented:
+    """The README's lint table and the code agree."""
+
+    def test_every_code_seen_is_documented(self) -> None:
+        """Each code the cases produce appears in the README's wiring section."""
+        readme = (CASES.parents[1] / "README.md").read_text()
+        section = readme.split("## Wiring files, lint and plan", 1)[1].split("\n## ", 1)[0]
+        documented = set(re.findall(r"`([a-z]+(?:-[a-z]+)*)`", section))
+        seen = {d.code for p in CASES.glob("*.yaml") for d in lint_file(p).diagnostics}
+        assert seen - documented == set()
+        assert {"too-many-readers", "too-many-writers"} <= documented
+
+
 class TestDiagnosticsContent:
     """Messages name what and where."""
 
