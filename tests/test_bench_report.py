@@ -16,6 +16,7 @@ from pykernel.bench import (
     parse_size,
     render,
 )
+from pykernel.bench._harness import merge_rounds
 from pykernel.bench._report import TARGETS, Target, best_peer, evaluate, ratios, values
 from pykernel.bench._stats import percentile, ratio, summarize
 
@@ -229,3 +230,24 @@ class TestOptions:
             BenchConfig(counts={"nope": 1})
         with pytest.raises(BenchError, match=r"counts\['oneway64'\] must be >= 1, not 0"):
             BenchConfig(counts={"oneway64": 0})
+        with pytest.raises(BenchError, match="repeat must be >= 1, not 0"):
+            BenchConfig(repeat=0)
+
+
+class TestRounds:
+    def test_median_per_metric_over_rounds(self) -> None:
+        """Repeated runs report the median of each metric and how many rounds ran."""
+        rounds = [
+            CaseResult("t", "oneway64", "ok", {"msgs_per_s": v, "seconds": 1.0}, None, 2.0)
+            for v in (5.0, 1.0, 3.0)
+        ]
+        merged = merge_rounds(rounds)
+        assert merged.metrics == {"msgs_per_s": 3.0, "seconds": 1.0, "rounds": 3.0}
+        assert merged.status == "ok" and merged.seconds == 6.0
+
+    def test_any_failed_round_fails_the_case(self) -> None:
+        """A verification failure in one round is never averaged away."""
+        ok = CaseResult("t", "oneway64", "ok", {"msgs_per_s": 1.0})
+        bad = CaseResult("t", "oneway64", "failed", {}, "reader 0: VerifyError: gap")
+        merged = merge_rounds([ok, bad, ok])
+        assert merged.status == "failed" and merged.error == "reader 0: VerifyError: gap"

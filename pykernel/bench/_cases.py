@@ -83,6 +83,7 @@ class BenchConfig:
         big_depth: queue depth for messages of 64 KiB and more.
         timeout: seconds one case may take before its processes are killed.
         pin: pin the two sides of a case to different cores (when there are 2+).
+        repeat: run each case this many times and keep the median of each metric.
 
     """
 
@@ -93,9 +94,10 @@ class BenchConfig:
     big_depth: int = 8
     timeout: float = 60.0
     pin: bool = True
+    repeat: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("rtt_samples", "depth", "big_depth"):
+        for name in ("rtt_samples", "depth", "big_depth", "repeat"):
             if getattr(self, name) < 1:
                 raise BenchError(f"bench config: {name} must be >= 1, not {getattr(self, name)}")
         if self.rtt_warmup < 0:

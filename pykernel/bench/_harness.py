@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -190,11 +191,36 @@ def run_all(
     config: BenchConfig,
     on_step: Callable[[int, int, str], None] | None = None,
 ) -> list[CaseResult]:
-    """Run every available transport through every case it supports, one after another."""
-    plan = [(t, c) for c in cases for t in transports if c.key in t.cases]
-    results = []
-    for i, (t, c) in enumerate(plan):
-        if on_step is not None:
-            on_step(i, len(plan), f"{t.label} {c.key}")
-        results.append(run_case(t, c, config))
+    """Run every transport through every case it supports, ``config.repeat`` times.
+
+    Rounds are interleaved (all transports of a case, then again), so a burst of load
+    from other users hits every row alike; each metric is the median over the rounds.
+    """
+    rows = list(transports)
+    by_case = [(c, [t for t in rows if c.key in t.cases]) for c in cases]
+    steps = sum(len(ts) for _, ts in by_case) * config.repeat
+    step = 0
+    results: list[CaseResult] = []
+    for case, ts in by_case:
+        rounds: dict[str, list[CaseResult]] = {t.key: [] for t in ts}
+        for _ in range(config.repeat):
+            for t in ts:
+                if on_step is not None:
+                    on_step(step, steps, f"{t.label} {case.key}")
+                step += 1
+                rounds[t.key].append(run_case(t, case, config))
+        results.extend(merge_rounds(rounds[t.key]) for t in ts)
     return results
+
+
+def merge_rounds(rounds: list[CaseResult]) -> CaseResult:
+    """Combine repeated runs of one case: the first failure wins, else per-metric medians."""
+    first = rounds[0]
+    seconds = sum(r.seconds for r in rounds)
+    for r in rounds:
+        if r.status != "ok":
+            return CaseResult(r.transport, r.case, r.status, {}, r.error, seconds)
+    metrics = {k: statistics.median(r.metrics[k] for r in rounds) for k in first.metrics}
+    if len(rounds) > 1:
+        metrics["rounds"] = float(len(rounds))
+    return CaseResult(first.transport, first.case, "ok", metrics, None, seconds)

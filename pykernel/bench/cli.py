@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from pykernel._progress import Progress
 from pykernel.bench import BenchConfig, parse_size, render, run_bench
@@ -34,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seconds one case may run before it is killed and reported",
     )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="run every case N times (interleaved) and report medians",
+    )
     add_json_flag(p)
     p.set_defaults(func=_run)
 
@@ -46,8 +53,10 @@ def _split(text: str | None) -> list[str] | None:
 
 def _run(args: argparse.Namespace) -> int:
     config = BenchConfig.quick() if args.quick else BenchConfig()
-    if args.timeout is not None:
-        config = BenchConfig(**{**config.__dict__, "timeout": args.timeout})
+    overrides = {"timeout": args.timeout, "repeat": args.repeat}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
     sizes = _split(args.sizes)
     progress = Progress()
     try:
