@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_lint import run_cli  # the in-process `pykernel` with this package's verbs
@@ -46,15 +47,16 @@ class TestDeterminism:
         assert outputs.pop().decode() == build_plan(OK).to_json()
 
     def test_file_order_does_not_matter(self, tmp_path: Path) -> None:
-        """Servers and connections written in another order give the same plan."""
-        text = OK.read_text().replace('python_path: ["."]',
-                                      f"python_path: [{json.dumps(str(CASES))}]")
-        head, conns = text.split("connections:\n")
-        lines = conns.splitlines()
-        shuffled = head + "connections:\n" + "\n".join(reversed(lines)) + "\n"
+        """Servers, connections and keys written in another order give the same plan."""
+        data = yaml.safe_load(OK.read_text())
+        data["python_path"] = [str(CASES)]
+        flipped = {key: data[key] for key in reversed(list(data))}
+        flipped["servers"] = dict(reversed(list(data["servers"].items())))
+        flipped["connections"] = list(reversed(data["connections"]))
         a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-        a.write_text(text)
-        b.write_text(shuffled)
+        a.write_text(yaml.safe_dump(data, sort_keys=False))
+        b.write_text(yaml.safe_dump(flipped, sort_keys=False))
+        assert a.read_text() != b.read_text()
         assert build_plan(a).to_json() == build_plan(b).to_json()
 
     def test_round_trip(self) -> None:
