@@ -154,3 +154,24 @@ def echo_worker(name_in: str, name_out: str, count: int, spin_us: float, results
         for _ in range(count):
             w.send(r.recv(timeout=30))
         results.put((r.late_wakeups, w.late_wakeups))
+
+
+def create_and_hang(name: str, made: Any) -> None:
+    """Create a pipe, attach both ends, and wait to be killed (leaving a stale segment)."""
+    pipe = Pipe.create(name, slot_size=16, slots=4)
+    w, r = pipe.writer(), pipe.reader()
+    w.send(b"stale")
+    made.set()
+    time.sleep(60)
+    raise AssertionError(f"not killed: {r} {w}")
+
+
+def read_some_and_hang(name: str, n: int, attached: Any, done: Any) -> None:
+    """Attach a reader, read n messages, then stop reading and wait to be killed."""
+    with Pipe.open(name) as pipe:
+        r = pipe.reader()
+        attached.set()
+        for _ in range(n):
+            r.recv(timeout=30)
+        done.set()
+        time.sleep(60)
