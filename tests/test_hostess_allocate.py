@@ -249,6 +249,9 @@ class TestConcurrency:
                 "SELECT terminal_id FROM uses GROUP BY terminal_id HAVING count(*) > 1"
             ).fetchall()
             assert doubles == []
+            counted = "SELECT count(*) FROM uses u WHERE u.terminal_id = t.id"
+            drift = f"SELECT count(*) FROM terminals t WHERE t.uses != ({counted})"
+            assert db.execute(drift).fetchone()[0] == 0  # the trigger-kept counts agree
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     def test_killed_at_random_moments(

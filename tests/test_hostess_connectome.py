@@ -106,6 +106,7 @@ class TestRecord:
         assert book.query("server=view2")[0].terminals[0].uses[0].holder == "bob"
         book.record_connectome("k", 2, [])
         assert book.allocations() == []
+        assert book.count("used") == 0  # the per-terminal use counts went back to zero
 
     def test_same_version_is_idempotent(self, book: Hostess) -> None:
         """Recording the same version with the same connections changes nothing."""

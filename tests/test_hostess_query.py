@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import random
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,13 +38,47 @@ class TestSyntax:
         query = parse(
             "class&0xff00=0x1200 owner=lab* tag=gpu tag=fast terminal.direction=input free"
         )
-        assert query.guest_params == (0xFF00, 0x1200, "lab*", "gpu", "fast")
+        assert query.guest_params == (0xFF00, 0x1200, 0x12, "lab*", "gpu", "fast")
         assert query.terminal_params == ("input",)
         assert query.has_terminal_terms
 
     def test_high_class_bits_map_to_signed(self) -> None:
         """A 64-bit mask is stored the way SQLite's signed integers see it."""
-        assert parse("class&0xffffffffffffffff=0x8000000000000000").guest_params == (-1, -(1 << 63))
+        params = parse("class&0xffffffffffffffff=0x8000000000000000").guest_params
+        assert params[:2] == (-1, -(1 << 63))
+        assert params[2:] == (0, 0, 0, 0, 0, 0, 0, 0x80)  # one equality per byte index
+
+    def test_partial_mask_bytes_become_ranges(self) -> None:
+        """A run of top bits in a mask byte is a range on that byte's index; 0x0f is not."""
+        query = parse("class&0xf00f=0x3001")
+        assert "((g.class >> 8) & 255) BETWEEN ? AND ?" in query.guest_sql
+        assert query.guest_params[2:] == (0x30, 0x3F)
+        assert "g.class >> 0" not in query.guest_sql
+
+
+class TestIndexed:
+    @pytest.mark.parametrize(
+        ("expr", "index"),
+        [
+            ("class&0xff00=0x1200", "guests_class_b1"),
+            ("class&0xf0000000=0x30000000", "guests_class_b3"),
+            ("class=0x1234", "guests_class_b"),
+            ("owner=lab7", "guests_owner"),
+            ("owner=lab*", "guests_owner"),
+            ("server=cam0", "guests_servername"),
+            ("fqdn=h1.lab", "sqlite_autoindex_guests_2"),
+            ("tag=gpu tag=fast", "PRIMARY KEY"),
+            ("used", "terminals_used"),
+        ],
+    )
+    def test_no_full_scan(self, tmp_path: Path, expr: str, index: str) -> None:
+        """Selective filters seek through an index instead of scanning every guest."""
+        Hostess(tmp_path / "h.sqlite").close()
+        where, params = parse(expr).guests_where()
+        with sqlite3.connect(tmp_path / "h.sqlite") as db:
+            sql = f"EXPLAIN QUERY PLAN SELECT g.id FROM guests g WHERE {where}"
+            plan = " | ".join(row[3] for row in db.execute(sql, params))
+        assert "SCAN g" not in plan and index in plan, plan
 
 
 ERRORS = [

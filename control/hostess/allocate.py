@@ -122,13 +122,12 @@ def allocate(
     """
     expire(db, now)
     where, params = query.guests_where()
-    free = "NOT EXISTS (SELECT 1 FROM uses u WHERE u.terminal_id = t.id)"
     if request.whole_guests:
         guests = db.execute(
             f"SELECT g.id FROM guests g WHERE {where} "
             "AND EXISTS (SELECT 1 FROM terminals t WHERE t.guest_id = g.id) "
-            "AND NOT EXISTS (SELECT 1 FROM terminals t JOIN uses u ON u.terminal_id = t.id "
-            "WHERE t.guest_id = g.id) ORDER BY g.id LIMIT ?",
+            "AND NOT EXISTS (SELECT 1 FROM terminals t WHERE t.guest_id = g.id AND t.uses > 0) "
+            "ORDER BY g.id LIMIT ?",
             (*params, request.count),
         ).fetchall()
         found, unit = len(guests), "guests with every terminal free"
@@ -145,7 +144,7 @@ def allocate(
         rows = db.execute(
             "SELECT t.id, t.direction, g.fqdn, g.servername, t.name FROM terminals t "
             f"JOIN guests g ON g.id = t.guest_id WHERE {where} AND {query.terminal_sql} "
-            f"AND {free} ORDER BY g.id, t.id LIMIT ?",
+            "AND t.uses = 0 ORDER BY g.id, t.id LIMIT ?",
             (*params, *query.terminal_params, request.count),
         ).fetchall()
         found, unit = len(rows), "free terminals"

@@ -186,6 +186,33 @@ class Identity:
             raise IdentityError("authMechanism", self.auth_mechanism, reason)
 
     @classmethod
+    def trusted(
+        cls,
+        fqdn: str,
+        servername: str,
+        klass: int,
+        owner: str,
+        auth_flag: bool,
+        auth_mechanism: str,
+        uuid: uuidlib.UUID,
+    ) -> Identity:
+        """Build an identity from fields validated before (read back from the registry).
+
+        Skips the checks, which dominate the cost of loading many guests. Never use it on
+        input from outside.
+        """
+        self = object.__new__(cls)
+        setter = object.__setattr__  # frozen: the dataclass's own __setattr__ refuses
+        setter(self, "fqdn", fqdn)
+        setter(self, "servername", servername)
+        setter(self, "klass", klass)
+        setter(self, "owner", owner)
+        setter(self, "auth_flag", auth_flag)
+        setter(self, "auth_mechanism", auth_mechanism)
+        setter(self, "uuid", uuid)
+        return self
+
+    @classmethod
     def parse(cls, text: str) -> Identity:
         """Parse an identity string.
 

@@ -61,8 +61,8 @@ _FIELDS = (*_GUEST_COLUMNS, "class", "auth", "tag", "terminal", "terminal.direct
 _NUMBER = re.compile(r"0[xX][0-9A-Fa-f]+|[0-9]+")
 _TOKEN = re.compile(r"\S+")
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_USES = "EXISTS (SELECT 1 FROM uses u WHERE u.terminal_id = t.id)"
 _MASK64 = (1 << CLASS_BITS) - 1
+_USED_GUESTS = "SELECT guest_id FROM terminals WHERE uses > 0"  # the terminals_used index
 
 
 def to_signed(value: int) -> int:
@@ -133,7 +133,7 @@ def _class_term(expr: str, column: int, token: str) -> tuple[str, tuple[object, 
     body = token[len("class") :]
     if body.startswith("="):
         value = _number(expr, column + 6, body[1:], "class value")
-        return "g.class = ?", (to_signed(value),)
+        return _class_sql(_MASK64, value)
     if not body.startswith("&") or "=" not in body:
         raise QueryError(expr, column, token, "write class&MASK=VALUE or class=VALUE")
     mask_text, value_text = body[1:].split("=", 1)
@@ -143,7 +143,34 @@ def _class_term(expr: str, column: int, token: str) -> tuple[str, tuple[object, 
     if value & ~mask:
         reason = f"value has bits outside the mask {mask:#x}, so nothing could match"
         raise QueryError(expr, value_column, value_text, reason)
-    return "(g.class & ?) = ?", (to_signed(mask), to_signed(value))
+    return _class_sql(mask, value)
+
+
+_TOP_ALIGNED = {(0xFF << (8 - n)) & 0xFF: n for n in range(1, 9)}  # 0x80, 0xc0, ... 0xff
+
+
+def _class_sql(mask: int, value: int) -> tuple[str, tuple[object, ...]]:
+    """``class & mask = value``, plus conditions the per-byte class indexes can answer.
+
+    The schema indexes each byte of the class (``(class >> 8k) & 255``). A mask byte that is
+    0xff, or a run of top bits (0xf0, 0xc0...), turns into an equality or a range on that
+    index, so a mask query seeks instead of scanning every guest. The exact test stays.
+    """
+    conditions = ["(g.class & ?) = ?"]
+    params: list[object] = [to_signed(mask), to_signed(value)]
+    for byte in range(CLASS_BITS // 8):
+        mask_byte = (mask >> (8 * byte)) & 0xFF
+        value_byte = (value >> (8 * byte)) & 0xFF
+        if mask_byte not in _TOP_ALIGNED:
+            continue  # 0x00 says nothing; a byte like 0x0f cannot use the index
+        column = f"((g.class >> {8 * byte}) & 255)"  # must match the index expression
+        if mask_byte == 0xFF:
+            conditions.append(f"{column} = ?")
+            params.append(value_byte)
+        else:
+            conditions.append(f"{column} BETWEEN ? AND ?")
+            params.extend((value_byte, value_byte | (~mask_byte & 0xFF)))
+    return " AND ".join(conditions), tuple(params)
 
 
 def _field_term(expr: str, column: int, token: str) -> tuple[bool, str, object]:
@@ -171,8 +198,7 @@ def _field_term(expr: str, column: int, token: str) -> tuple[bool, str, object]:
     if field == "terminal":
         return True, *_match("t.name", value)
     if field == "tag":
-        sql, param = _match("tag", value)
-        return False, f"g.id IN (SELECT guest_id FROM tags WHERE {sql})", param
+        return False, *_match("tag", value)  # parse() gathers the tag terms
     if field.endswith("mechanism") and exact and value not in AUTH_MECHANISMS:
         known = "|".join(sorted(AUTH_MECHANISMS))
         raise QueryError(expr, vcol, value, f"unknown auth mechanism (known: {known})")
@@ -207,6 +233,8 @@ def parse(text: str) -> Query:
     term: list[str] = ["1"]
     tparams: list[object] = []
     seen: dict[str, int] = {}
+    tags: list[str] = []
+    tag_params: list[object] = []
     for number, match in enumerate(_TOKEN.finditer(text)):
         token, column = match.group(), match.start() + 1
         if number == MAX_TERMS:
@@ -217,15 +245,27 @@ def parse(text: str) -> Query:
                 reason = f"contradicts {other!r} at column {seen[other]}"
                 raise QueryError(text, column, token, reason)
             seen[token] = column
-            term.append(_USES if token == "used" else f"NOT {_USES}")
+            term.append("t.uses > 0" if token == "used" else "t.uses = 0")
         elif token.startswith("class") and token[5:6] in ("&", "="):
             sql, params = _class_term(text, column, token)
             guest.append(sql)
             gparams.extend(params)
         else:
             is_terminal, sql, param = _field_term(text, column, token)
+            if token.startswith("tag="):
+                tags.append(sql)
+                tag_params.append(param)
+                continue
             (term if is_terminal else guest).append(sql)
             (tparams if is_terminal else gparams).append(param)
+    if tags:
+        # One set of guest ids for all tag terms: the tags index answers it without a scan.
+        subquery = " INTERSECT ".join(f"SELECT guest_id FROM tags WHERE {sql}" for sql in tags)
+        guest.append(f"g.id IN ({subquery})")
+        gparams.extend(tag_params)
+    if "used" in seen:
+        # Few terminals are in use: start from them rather than from every guest.
+        guest.append(f"g.id IN ({_USED_GUESTS})")
     return Query(
         text=text,
         guest_sql=" AND ".join(guest),

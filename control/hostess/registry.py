@@ -119,8 +119,12 @@ class Hostess:
             raise
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent), refreshing the planner's statistics first."""
         with self._lock:
+            try:
+                self._db.execute("PRAGMA optimize")
+            except sqlite3.ProgrammingError:
+                return  # closed already
             self._db.close()
 
     def __enter__(self) -> Hostess:
@@ -358,7 +362,7 @@ class Hostess:
         for gid, uid, fqdn, server, klass, owner, flag, mech, pid, start, exp, reg, meta in rows:
             guests.append(
                 Guest(
-                    identity=Identity(
+                    identity=Identity.trusted(
                         fqdn,
                         server,
                         klass & 0xFFFF_FFFF_FFFF_FFFF,
@@ -372,7 +376,7 @@ class Hostess:
                         for tid, name, direction, size in terminals[gid]
                     ),
                     tags=tuple(tags[gid]),
-                    metadata=_json_loads(meta),
+                    metadata={} if meta == "{}" else _json_loads(meta),
                     lease=Lease(pid, start, exp),
                     registered=reg,
                 )

@@ -6,6 +6,8 @@ runs every missing step in one transaction. A database newer than this code is r
 
 The 64-bit class is stored as SQLite's signed 64-bit integer (two's complement), so
 ``class & mask = value`` works unchanged in SQL once mask and value are mapped the same way.
+Each byte of the class has an expression index, which mask queries use (see
+:func:`control.hostess.query.parse`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ CREATE TABLE guests (
 );
 CREATE INDEX guests_servername ON guests (servername);
 CREATE INDEX guests_owner ON guests (owner);
-CREATE INDEX guests_class ON guests (class);
+CREATE INDEX guests_class_b0 ON guests ((class >> 0) & 255);
+CREATE INDEX guests_class_b1 ON guests ((class >> 8) & 255);
+CREATE INDEX guests_class_b2 ON guests ((class >> 16) & 255);
+CREATE INDEX guests_class_b3 ON guests ((class >> 24) & 255);
+CREATE INDEX guests_class_b4 ON guests ((class >> 32) & 255);
+CREATE INDEX guests_class_b5 ON guests ((class >> 40) & 255);
+CREATE INDEX guests_class_b6 ON guests ((class >> 48) & 255);
+CREATE INDEX guests_class_b7 ON guests ((class >> 56) & 255);
 CREATE INDEX guests_mechanism ON guests (auth_mechanism, auth_flag);
 CREATE INDEX guests_pid ON guests (pid, pid_start) WHERE pid IS NOT NULL;
 CREATE INDEX guests_expires ON guests (expires) WHERE expires IS NOT NULL;
@@ -57,9 +66,11 @@ CREATE TABLE terminals (
     direction TEXT NOT NULL
         CHECK (direction IN ('input', 'output', 'multiplexer', 'combiner')),
     message_size INTEGER NOT NULL CHECK (message_size > 0),
+    uses INTEGER NOT NULL DEFAULT 0 CHECK (uses >= 0),
     UNIQUE (guest_id, name)
 );
 CREATE INDEX terminals_direction ON terminals (direction, guest_id);
+CREATE INDEX terminals_used ON terminals (guest_id) WHERE uses > 0;
 
 -- A terminal is in use while it has a row here. allocate() makes rows with an allocation
 -- ID, record_connectome() binds a connection to them or makes its own rows.
@@ -85,6 +96,19 @@ CREATE INDEX uses_connection ON uses (connection) WHERE connection IS NOT NULL;
 CREATE INDEX uses_pid ON uses (holder_pid, holder_start) WHERE holder_pid IS NOT NULL;
 CREATE INDEX uses_expires ON uses (expires) WHERE expires IS NOT NULL;
 
+-- terminals.uses counts the rows above, so "free" and "used" read one column and the few
+-- terminals in use have their own small index.
+CREATE TRIGGER uses_added AFTER INSERT ON uses BEGIN
+    UPDATE terminals SET uses = uses + 1 WHERE id = NEW.terminal_id;
+END;
+CREATE TRIGGER uses_removed AFTER DELETE ON uses BEGIN
+    UPDATE terminals SET uses = uses - 1 WHERE id = OLD.terminal_id;
+END;
+CREATE TRIGGER uses_moved AFTER UPDATE OF terminal_id ON uses BEGIN
+    UPDATE terminals SET uses = uses - 1 WHERE id = OLD.terminal_id;
+    UPDATE terminals SET uses = uses + 1 WHERE id = NEW.terminal_id;
+END;
+
 CREATE TABLE connectome (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
     id TEXT NOT NULL,
@@ -96,10 +120,21 @@ CREATE TABLE connectome (
 Migration = Callable[[sqlite3.Connection], None]
 
 
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (trigger bodies hold ``;`` too)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    return statements
+
+
 def _create_v1(db: sqlite3.Connection) -> None:
-    for statement in _V1.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    # executescript() would COMMIT the migration's transaction; run statement by statement.
+    for statement in _statements(_V1):
+        db.execute(statement)
 
 
 MIGRATIONS: Mapping[int, Migration] = {0: _create_v1}
