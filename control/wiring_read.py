@@ -59,8 +59,9 @@ class _Reader:
         self.entries: dict[str, tuple[Manifest | None, str | None]] = {}
         self.manifest_files: dict[str, Manifest | None] = {}
 
-    def error(self, path: Path, code: str, message: str) -> None:
-        self.diags.append(locate(self.doc.file, self.doc.locations, path, code, message))
+    def error(self, path: Path, code: str, message: str, severity: str = "error") -> None:
+        self.diags.append(locate(self.doc.file, self.doc.locations, path, code, message,
+                                 severity))
 
     def mapping(self, value: Any, path: Path, allowed: tuple[str, ...] | None) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -274,7 +275,12 @@ def _server(rd: _Reader, name: str, body: Any, path: Path, base_dir: str,
     else:
         argv = _command(rd, data["command"], (*path, "command"), base_dir, dict(env))
     if "manifest" in data:
+        in_code = found
         found = _manifest(rd, data["manifest"], (*path, "manifest"), base_dir)
+        if in_code is not None and found is not None and in_code != found:
+            rd.error((*path, "manifest"), "manifest-override",
+                     f"this manifest replaces a different @manifest on {entry!r}",
+                     severity="warning")
     elif has_cmd:
         rd.error(path, "missing-field", "a command server needs a 'manifest' (mapping or file)")
     elif entry is not None and found is None:
