@@ -142,7 +142,11 @@ def management_address(info: IfaceInfo) -> ManagementAddress | None:
 
 
 def local_frame(
-    config: AgentConfig, chassis: tuple[int, bytes], info: IfaceInfo, ttl: int
+    config: AgentConfig,
+    chassis: tuple[int, bytes],
+    info: IfaceInfo,
+    ttl: int,
+    mgmt: ManagementAddress | None = None,
 ) -> bytes:
     """Build the frame this host sends on ``info`` with ``ttl`` (0: shutdown).
 
@@ -151,7 +155,7 @@ def local_frame(
         ScapyMissingError: scapy is not installed.
 
     """
-    mgmt = management_address(info)
+    mgmt = mgmt or management_address(info)
     spec = FrameSpec(
         source_mac=info.mac,
         chassis_subtype=chassis[0],
@@ -215,6 +219,7 @@ class LldpAgent:
             ("sent", "shutdowns_sent", "send_errors", "received", "opened", "closed"), 0
         )
         self._errors: dict[str, int] = {}
+        self._frames: dict[tuple[object, ...], bytes] = {}
         # Our (subtype, chassis ID); set from the first interface opened if still None.
         self.chassis = config.chassis or default_chassis()
         if self.chassis is not None:
@@ -345,11 +350,22 @@ class LldpAgent:
             else:
                 port.next_tx = now + self.config.tx_interval
 
+    def _frame(self, info: IfaceInfo, ttl: int) -> bytes:
+        # scapy takes milliseconds per frame: build once per distinct content.
+        chassis = self.chassis or (CHASSIS_MAC, info.mac)
+        mgmt = management_address(info)
+        key = (self.config, chassis, info, ttl, mgmt)
+        frame = self._frames.get(key)
+        if frame is None:
+            if len(self._frames) > 64:
+                self._frames.clear()
+            frame = self._frames[key] = local_frame(self.config, chassis, info, ttl, mgmt)
+        return frame
+
     def _send(self, port: _Port, ttl: int) -> bool:
         key = "sent" if ttl else "shutdowns_sent"
         try:
-            chassis = self.chassis or (CHASSIS_MAC, port.info.mac)
-            port.sock.send(local_frame(self.config, chassis, port.info, ttl))
+            port.sock.send(self._frame(port.info, ttl))
         except OSError as exc:
             log.debug("send on %s: %s", port.info.name, exc)
             with self._lock:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import require_tool
+from conftest import require_root, require_tool
 from test_discovery_netns import PASS_A, Host, NetLab, netlab, wait_for
 
 from discovery import Hints
@@ -46,18 +46,37 @@ class Lldpd:
         return [i for entry in json.loads(out.stdout)["lldp"] for i in entry.get("interface", [])]
 
 
-@pytest.fixture
-def pair(netlab: NetLab) -> Iterator[tuple[NetLab, Host, Lldpd]]:
+Pair = tuple[NetLab, Host, Lldpd]
+
+
+def make_pair(lab: NetLab) -> Pair:
     """Our agent in namespace a, lldpd in b, one veth between them."""
     require_tool("lldpd")
     require_tool("lldpcli")
-    a, b = netlab.ns("a"), netlab.ns("b")
-    netlab.veth(a, "eth0", b, "eth0")
-    netlab.addr(a, "eth0", "10.213.9.1/24")
-    lldpd = Lldpd(netlab, b, "eth0")
-    ours = netlab.host("a", a, PASS_A, lldp_only=True)
-    netlab.wait_ready(ours)
-    yield netlab, ours, lldpd
+    a, b = lab.ns("a"), lab.ns("b")
+    lab.veth(a, "eth0", b, "eth0")
+    lab.addr(a, "eth0", "10.213.9.1/24")
+    lldpd = Lldpd(lab, b, "eth0")
+    ours = lab.host("a", a, PASS_A, lldp_only=True)
+    lab.wait_ready(ours)
+    return lab, ours, lldpd
+
+
+@pytest.fixture(scope="module")
+def shared_pair() -> Iterator[Pair]:
+    """One pair for the tests that only look."""
+    require_root()
+    lab = NetLab()
+    try:
+        yield make_pair(lab)
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def pair(netlab: NetLab) -> Pair:
+    """A pair of its own, for a test that stops one side."""
+    return make_pair(netlab)
 
 
 def first(entry: dict[str, Any], *path: str) -> Any:
@@ -69,9 +88,9 @@ def first(entry: dict[str, Any], *path: str) -> Any:
 
 
 class TestOurFramesInLldpd:
-    def test_lldpcli_shows_us_with_our_custom_tlv(self, pair: tuple[NetLab, Host, Lldpd]) -> None:
+    def test_lldpcli_shows_us_with_our_custom_tlv(self, shared_pair: Pair) -> None:
         """lldpd accepts our frames: names, IDs, address and our hints as an unknown TLV."""
-        _, _, lldpd = pair
+        _, _, lldpd = shared_pair
         seen = wait_for("lldpd to list us", lldpd.neighbors)
         n = seen[0]
         assert first(n, "chassis", "name", "value") == "a"
@@ -83,7 +102,7 @@ class TestOurFramesInLldpd:
         assert (tlv["oui"], tlv["subtype"]) == ("0A,70,6B", "1")
         assert bytes.fromhex(tlv["value"].replace(",", "")) == hints.encode()
 
-    def test_our_shutdown_removes_us_from_lldpd(self, pair: tuple[NetLab, Host, Lldpd]) -> None:
+    def test_our_shutdown_removes_us_from_lldpd(self, pair: Pair) -> None:
         """When we stop, our TTL 0 frame makes lldpd forget us well before our TTL (5 s)."""
         lab, ours, lldpd = pair
         wait_for("lldpd to list us", lldpd.neighbors)
@@ -92,16 +111,16 @@ class TestOurFramesInLldpd:
 
 
 class TestLldpdFramesInOurs:
-    def test_lldpd_appears_in_our_table(self, pair: tuple[NetLab, Host, Lldpd]) -> None:
+    def test_lldpd_appears_in_our_table(self, shared_pair: Pair) -> None:
         """lldpd's frames parse cleanly into our neighbor table."""
-        _, ours, _ = pair
+        _, ours, _ = shared_pair
         n = wait_for("us to see lldpd", lambda: ours.neighbors().get("lldpd-peer"))
         assert n["iface"] == "eth0" and n["ttl"] == 4 and n["hints"] is None
         assert "Linux" in n["system_description"]
         stats = ours.state("neighbors")["stats"]
         assert stats["rejected_total"] == 0 and stats["accepted"] >= 1
 
-    def test_lldpd_shutdown_removes_it(self, pair: tuple[NetLab, Host, Lldpd]) -> None:
+    def test_lldpd_shutdown_removes_it(self, pair: Pair) -> None:
         """lldpd's own shutdown LLDPDU removes it from our table at once."""
         lab, ours, lldpd = pair
         wait_for("us to see lldpd", lambda: ours.neighbors().get("lldpd-peer"))
