@@ -19,6 +19,7 @@ from pykernel._errors import UsageError
 from pykernel.bench import CASES, BenchConfig, BenchError, Transport, render, run_bench, run_case
 from pykernel.bench._cases import Case
 from pykernel.bench._peers_std import MpPipe, OsPipe, _FdLink, _FdReceiver
+from pykernel.bench._pykernel import PykernelBatch, PykernelPerCall, PykernelZeroCopy
 from pykernel.bench._transport import Channel, Receiver, Sender
 from pykernel.bench.cli import register
 from pykernel.cli import _Parser
@@ -207,6 +208,31 @@ class TestRunCase:
         big = Case("fanin1m", "fanin", 1 << 20, fan=2)
         r = run_case(OsPipe(), big, TINY)
         assert r.status == "failed" and "needs messages <= PIPE_BUF" in r.error
+
+
+class TestPykernelRows:
+    @pytest.mark.parametrize(
+        ("variant", "key"),
+        [
+            (t.key, key)
+            for t in (PykernelPerCall(), PykernelBatch(), PykernelZeroCopy())
+            for key in sorted(t.cases)
+        ],
+    )
+    def test_every_pykernel_variant_passes_verification(self, variant: str, key: str) -> None:
+        """Per-call, batched and zero-copy rows deliver every message intact, all shapes."""
+        row = {t.key: t for t in (PykernelPerCall(), PykernelBatch(), PykernelZeroCopy())}
+        r = run_case(row[variant], CASE[key], TINY)
+        assert r.status == "ok", r.error
+        if key != "rtt64":
+            assert r.metrics["messages"] == TINY.count(CASE[key]) * CASE[key].fan
+
+    def test_batch_row_sends_more_than_one_ring_of_messages(self) -> None:
+        """Batches wrap the 256-slot ring many times without loss (count checked)."""
+        config = BenchConfig(counts={"oneway64": 5000}, timeout=15.0)
+        r = run_case(PykernelBatch(), CASE["oneway64"], config)
+        assert r.status == "ok", r.error
+        assert r.metrics["messages"] == 5000
 
 
 class TestRunBench:
