@@ -1,0 +1,115 @@
+"""End to end: the real kernel runs examples/demo.yaml; its surface, CLI and HMI show it live."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require_tool
+
+from control.kernel import Kernel
+from control.plan import build_plan
+from control.state_kernel import LiveSystem
+from pykernel.cli import main
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
+CHROMIUM = "/usr/lib/chromium/chromium"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kernel, LiveSystem]]:
+    """The demo system booted by the real kernel, with its live state and surface (one per
+    module: the browser test, last, shuts it down)."""
+    kernel = Kernel(build_plan(DEMO), run_dir=tmp_path_factory.mktemp("demo") / "run")
+    live = LiveSystem(kernel, interval=0.2).start()
+    try:
+        kernel.start()
+        live.booted()
+        yield kernel, live
+    finally:
+        live.stopping()
+        kernel.stop()
+        live.stop()
+
+
+def _until(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+class TestDemoLive:
+    """The demo's state, flow and events through the surface."""
+
+    def test_state_follows_the_executor(self, demo) -> None:  # type: ignore[no-untyped-def]
+        """Every server went declared → starting → ready → running with the executor's pids."""
+        kernel, live = demo
+        servers = {s["name"]: s for s in live.state.servers_json()}
+        status = kernel.status()
+        for name in ("source", "worker_a", "worker_b", "sink"):
+            assert servers[name]["state"] == "running"
+            assert servers[name]["pid"] == status.service(name).pid
+        moves = [(e["from"], e["to"]) for e in live.state.events_json()
+                 if e["subject"] == "sink" and e["kind"] == "server"]
+        assert moves[:2] == [("declared", "starting"), ("starting", "ready")]
+        assert live.feed.refused == 0
+
+    def test_every_connection_flows_with_its_own_rate(self, demo) -> None:  # type: ignore[no-untyped-def]
+        """Fan-out readers and fan-in writers each get their own counters."""
+        _, live = demo
+        _until(lambda: {c["state"] for c in live.state.connections_json()} == {"flowing"})
+        time.sleep(0.5)
+        for c in live.state.connections_json():
+            assert c["flow"]["msgs_per_s"] > 0, c
+        pipes = {p["name"]: p for p in live.state.pipes_json()}
+        assert len(pipes["demo.source.frames"]["stats"]["readers"]) == 2
+        assert len(pipes["demo.sink.results"]["stats"]["writers"]) == 2
+
+    def test_cli_status_by_run_dir(self, demo, capsys) -> None:  # type: ignore[no-untyped-def]
+        """`pykernel status --run-dir` finds the kernel and shows the flow."""
+        kernel, _ = demo
+        assert main(["status", "--run-dir", str(kernel.run_dir), "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["system"]["system"] == "demo" and data["system"]["state"] == "running"
+
+    def test_hmi_shows_the_demo(self, demo) -> None:  # type: ignore[no-untyped-def]
+        """Headless Chromium: running kernel, four flowing connections, rates that move,
+        fan-out and fan-in in the diagram; the shutdown shows servers stopping."""
+        if not os.path.exists(CHROMIUM):
+            require_tool("chromium")
+        require_tool("dot")
+        from playwright.sync_api import sync_playwright
+
+        kernel, live = demo
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM)
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(10_000)
+                page.goto(live.url + "/")
+                page.wait_for_selector("#kernel-state:text('running')")
+                page.wait_for_function(
+                    "document.querySelectorAll('#connections td.state[data-state=flowing]')"
+                    ".length === 4")
+                cell = 'tr[data-source="source.frames"][data-target="worker_a.frames"] td.rate'
+                seen = set()
+                for _ in range(12):
+                    seen.add(page.locator(cell).get_attribute("data-value"))
+                    page.wait_for_timeout(250)
+                assert len(seen) >= 2 and any(float(v) > 0 for v in seen), seen
+                diagram = page.locator("#diagram svg").text_content() or ""
+                assert "fan-out" in diagram and "fan-in" in diagram
+                live.stopping()  # as `pykernel up` does on a signal; the surface stays up
+                kernel.stop()
+                page.wait_for_function(
+                    "document.querySelectorAll('#servers td.state[data-state=stopped]')"
+                    ".length === 4")
+                page.wait_for_selector("#kernel-state:text('stopping')")
+            finally:
+                browser.close()
