@@ -107,6 +107,7 @@ def field_name(path: Path) -> str:
 _LOADER: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
 _MAX_NODES = 250_000  # alias expansion budget ("billion laughs"); 1,000 servers use ~30k
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
 _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
 
 
@@ -143,13 +144,19 @@ class _Builder:
         self.diags.append(Diagnostic("error", code, message, self.file, line, column,
                                      field_name(path)))
 
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        # Most scalars are plain strings: skip the constructor's bookkeeping for them.
+        if node.tag == _STR_TAG:
+            return node.value
+        return self.loader.construct_object(node)
+
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.visits += 1
         if self.visits > _MAX_NODES:
             raise _TooLarge
         self.locations.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.ScalarNode):
-            return self.loader.construct_object(node)
+            return self.scalar(node)
         if id(node) in self.active:
             self.error(node.start_mark, path, "yaml-syntax", "recursive alias")
             return None
@@ -175,7 +182,7 @@ class _Builder:
             if not isinstance(key_node, yaml.ScalarNode):
                 self.error(key_node.start_mark, path, "type", "mapping keys must be scalars")
                 continue
-            key = self.loader.construct_object(key_node)
+            key = self.scalar(key_node)
             here = (*path, key if isinstance(key, str) else str(key))  # [i] is for lists
             line = key_node.start_mark.line + 1
             if key in out and id(key_node) in explicit_ids and key in first_line:
