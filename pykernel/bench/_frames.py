@@ -29,6 +29,7 @@ SEQ_MASK = (1 << WRITER_SHIFT) - 1
 WARM_SEQ = SEQ_MASK  # a warm-up frame: sent before the timed stream, never counted
 MAX_WRITERS = 1 << 15
 SMALL = 4096  # frames up to this size are checked by unpacking, larger ones by memcmp
+BATCH_FAST_MAX = 512  # batches of frames up to this size are checked with numpy
 
 _U64 = struct.Struct("<Q")
 
@@ -199,14 +200,20 @@ class Verifier:
     def check_many(self, msgs: Sequence[Buffer]) -> int:
         """Verify a batch from a single writer with numpy; return how many were timed.
 
-        Falls back to :meth:`check` one by one for warm-up frames, odd sizes or any
-        mismatch, so errors are exactly as precise as for single messages.
+        Falls back to :meth:`check` one by one for warm-up frames, odd or large sizes or
+        any mismatch, so errors are exactly as precise as for single messages.
         """
         k = len(msgs)
         if k == 0:
             return 0
         size = self.size
-        fast = self.writers == 1 and size % 8 == 0 and self.next[0] + k <= self.count
+        # numpy pays off for small frames; bigger ones are cheaper one memcmp at a time.
+        fast = (
+            self.writers == 1
+            and size % 8 == 0
+            and size <= BATCH_FAST_MAX
+            and self.next[0] + k <= self.count
+        )
         if fast:
             joined = b"".join(msgs)
             if len(joined) == k * size:
