@@ -258,18 +258,20 @@ class TestConcurrency:
         self, book: Hostess, procs: list[subprocess.Popen[str]]
     ) -> None:
         """Workers SIGKILLed while allocating never lose a reported allocation nor share one."""
-        add_guests(book, 100)  # 300 terminals
+        add_guests(book, 200)  # 600 terminals: far more than the workers take before the kills
         workers = [spawn(WORKER, str(book.path), f"w{i}", "terminals") for i in range(3)]
         procs.extend(workers)
         lines: list[str] = []
-        for victim, after in ((workers[0], 5), (workers[1], 20)):
+        for victim, after in ((workers[0], 3), (workers[1], 6)):
             assert victim.stdout is not None
             lines += [victim.stdout.readline() for _ in range(after)]  # it is mid-run now
             os.kill(victim.pid, signal.SIGKILL)
+            victim.wait(10)
+            # Read the rest through the same buffered reader (communicate() would skip
+            # whatever readline() had already buffered).
+            lines += victim.stdout.read().splitlines()
+        lines += workers[2].communicate(timeout=60)[0].splitlines()
         reported: dict[str, str] = {}
-        for worker in workers:
-            out, _ = worker.communicate(timeout=60)
-            lines += out.splitlines()
         for line in lines:
             if line.strip().endswith("]"):  # a line cut short by the kill is skipped
                 allocation, (terminal,) = json.loads(line)
