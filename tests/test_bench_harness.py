@@ -9,6 +9,8 @@ import json
 import multiprocessing
 import os
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -295,6 +297,21 @@ class TestCli:
         """A bad --sizes value leaves as a typed error before anything runs."""
         with pytest.raises(BenchError, match="cannot read size 'huge'"):
             self._run(["bench", "--sizes", "huge"], capsys)
+
+    def test_pykernel_command_prints_one_line_and_exits_2(self) -> None:
+        """Through the real `pykernel` entry point: bad --peers is one line, exit 2."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "pykernel", "bench", "--peers", "os-pipe,nope"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.splitlines() == [
+            "pykernel: --peers: unknown nope; known: faster-fifo, iceoryx2, mp-pipe, mp-queue, "
+            "os-pipe, zmq-pair, zmq-pubsub, zmq-pushpull"
+        ]
 
     def test_unknown_flag_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
         """argparse errors are typed (UsageError), so the CLI prints one line."""
