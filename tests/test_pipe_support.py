@@ -175,3 +175,12 @@ def read_some_and_hang(name: str, n: int, attached: Any, done: Any) -> None:
             r.recv(timeout=30)
         done.set()
         time.sleep(60)
+
+
+def sparse_reader(name: str, count: int, attached: Any, results: Any) -> None:
+    """A multiplexer reader that always sleeps (no spinning) between sparse messages."""
+    with Pipe.open(name) as pipe, pipe.reader() as r:
+        r.spin_us = 0
+        attached.set()
+        got = [struct.unpack("<I", r.recv(timeout=30))[0] for _ in range(count)]
+        results.put((got, r.late_wakeups))

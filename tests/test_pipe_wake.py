@@ -1,0 +1,111 @@
+"""No lost wake-ups: sleepers on the futex are always woken by the publication itself.
+
+With spinning off, every wait sleeps on the futex. A wake-up that was lost would still be
+rescued by the 20 ms liveness timer, so the test counts the sleeps that ran out their time
+while the condition already held (``late_wakeups``): that must stay zero.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from test_pipe_support import (
+    CTX,
+    STRESS,
+    PipeNames,
+    echo_worker,
+    kill_and_reap,
+    pipe_names,
+    sparse_reader,
+)
+
+from pykernel import Pipe
+
+
+@pytest.fixture
+def names() -> Iterator[PipeNames]:
+    with pipe_names() as n:
+        yield n
+
+
+class TestNoLostWakeups:
+    def test_ping_pong_without_spinning(self, names: PipeNames) -> None:
+        """Thousands of sleep/wake round trips between two processes lose no wake-up."""
+        a, b = names("ping"), names("pong")
+        count = 1500 * STRESS
+        with (
+            Pipe.create(a, slot_size=16, slots=2) as pa,
+            Pipe.create(b, slot_size=16, slots=2) as pb,
+        ):
+            results = CTX.Queue()
+            proc = CTX.Process(target=echo_worker, args=(a, b, count, 0, results))
+            proc.start()
+            try:
+                with pa.writer() as w, pb.reader() as r:
+                    w.spin_us = r.spin_us = 0
+                    for i in range(count):
+                        msg = i.to_bytes(4, "little")
+                        w.send(msg, timeout=30)
+                        assert r.recv(timeout=30) == msg
+                    mine = (r.late_wakeups, w.late_wakeups)
+                theirs = results.get(timeout=30)
+                proc.join(30)
+            finally:
+                kill_and_reap(proc)
+        assert mine == (0, 0) and theirs == (0, 0)
+        assert pa.closed and pb.closed
+
+    def test_full_ring_writer_wakes(self, names: PipeNames) -> None:
+        """A writer sleeping on a full 2-slot ring is woken by each consumption."""
+        a, b = names("fill"), names("back")
+        count = 1500 * STRESS
+        with (
+            Pipe.create(a, slot_size=16, slots=2) as pa,
+            Pipe.create(b, slot_size=16, slots=2) as pb,
+        ):
+            results = CTX.Queue()
+            proc = CTX.Process(target=echo_worker, args=(a, b, count, 0, results))
+            proc.start()
+            try:
+                with pa.writer() as w, pb.reader() as r:
+                    w.spin_us = r.spin_us = 0
+                    sent = received = 0
+                    while received < count:
+                        while sent < count and sent - received < 4:
+                            w.send(sent.to_bytes(4, "little"), timeout=30)
+                            sent += 1
+                        assert r.recv(timeout=30) == received.to_bytes(4, "little")
+                        received += 1
+                    assert (r.late_wakeups, w.late_wakeups) == (0, 0)
+                assert results.get(timeout=30) == (0, 0)
+            finally:
+                kill_and_reap(proc)
+
+    def test_many_sleepers_all_woken(self, names: PipeNames) -> None:
+        """Four sleeping multiplexer readers are all woken by every sparse message."""
+        name = names("fan")
+        count = 100 * STRESS
+        with (
+            Pipe.create(name, slot_size=16, slots=4, shape="multiplexer") as pipe,
+            pipe.writer() as w,
+        ):
+            results = CTX.Queue()
+            procs = []
+            for _ in range(4):
+                attached = CTX.Event()
+                p = CTX.Process(target=sparse_reader, args=(name, count, attached, results))
+                p.start()
+                procs.append(p)
+                assert attached.wait(30)
+            try:
+                for i in range(count):
+                    w.send(i.to_bytes(4, "little"), timeout=30)
+                    time.sleep(0.0005)  # let the readers fall asleep again
+                reports = [results.get(timeout=30) for _ in procs]
+            finally:
+                for p in procs:
+                    kill_and_reap(p)
+        for got, late in reports:
+            assert got == list(range(count)) and late == 0
