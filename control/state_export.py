@@ -17,12 +17,14 @@ from typing import Any
 
 import yaml
 
+from control.errors import WiringError
 from control.lint import check_graph
 from control.plan import Plan, build_plan
 from control.state import SystemState
 from control.wiring import ConnectionSpec, Diagnostic, ServerSpec, Wiring
 
-__all__ = ["check_new_connection", "current_plan", "export_yaml", "wiring_of"]
+__all__ = ["check_disconnect", "check_new_connection", "current_plan", "export_yaml",
+           "plan_connect", "plan_disconnect", "wiring_of"]
 
 _RESERVED = "PYKERNEL_"
 
@@ -63,15 +65,18 @@ def _split(end: str) -> tuple[str, str]:
     return server, terminal
 
 
-def wiring_of(state: SystemState, extra: tuple[str, str] | None = None) -> Wiring:
+def wiring_of(state: SystemState, extra: tuple[str, str] | None = None,
+              without: tuple[str, str] | None = None) -> Wiring:
     """Rebuild the running system as a :class:`Wiring`, plus an ``extra`` connection to try.
 
     Args:
         state: the live state.
         extra: ``(source, target)`` appended last, its geometry unset (lint resolves it).
+        without: ``(source, target)`` of a connection to leave out.
 
     """
     planned, conns = state.structure()
+    conns = [c for c in conns if (c[0], c[1]) != without]
     python_path = _python_path(planned)
     connections = [
         ConnectionSpec(i, _split(src), _split(dst), g["slots"], g["slot_size"], g["lossy"],
@@ -106,6 +111,54 @@ def check_new_connection(state: SystemState, source: str, target: str) -> list[D
 def current_plan(state: SystemState) -> Plan:
     """Return the plan of the running system (servers and connections as they are now)."""
     return build_plan(wiring_of(state))
+
+
+def plan_connect(state: SystemState, source: str, target: str) -> tuple[Plan, Any, Any]:
+    """Plan the running system plus ``source -> target`` (for a kernel carrying out a connect).
+
+    Returns:
+        ``(plan, PlannedConnection, PlannedPipe)``: the whole new plan (servers' new
+        ``PYKERNEL_TERMINALS`` included) and the new connection with its pipe. The pipe is
+        the existing one when a multiplexer or combiner gains a peer (its ``max_readers`` /
+        ``max_writers`` grow by one).
+
+    Raises:
+        WiringError: the connection breaks a lint rule (call the surface's checks first).
+
+    """
+    errors = check_new_connection(state, source, target)
+    if errors:
+        raise WiringError(errors)
+    plan = build_plan(wiring_of(state, (source, target)))
+    conn = next(c for c in plan.connections if (c.source, c.target) == (source, target))
+    return plan, conn, next(p for p in plan.pipes if p.name == conn.pipe)
+
+
+def check_disconnect(state: SystemState, connection_id: str) -> list[Diagnostic]:
+    """Return lint's errors about the running system without ``connection_id``.
+
+    The running system passed lint, so any error is the removal's doing: a required input
+    or combiner left unconnected.
+
+    Raises:
+        UnknownSubject: no such connection.
+
+    """
+    c = state.connection_json(connection_id)
+    wiring = wiring_of(state, without=(c["source"], c["target"]))
+    return [d for d in check_graph(wiring) if d.severity == "error"]
+
+
+def plan_disconnect(state: SystemState, connection_id: str) -> Plan:
+    """Plan the running system without connection ``connection_id``.
+
+    Raises:
+        UnknownSubject: no such connection.
+        WiringError: the removal leaves a required terminal unconnected.
+
+    """
+    c = state.connection_json(connection_id)
+    return build_plan(wiring_of(state, without=(c["source"], c["target"])))
 
 
 def _server_yaml(s: ServerSpec) -> dict[str, Any]:

@@ -235,6 +235,17 @@ class TestRefusals:
         assert body["error"]["field"] == "id"
         assert recorder.calls == []
 
+    def test_disconnect_leaving_required_input_refused(self, served) -> None:  # type: ignore[no-untyped-def]
+        """b.inp is required: disconnecting its only feed is 422, nothing changes."""
+        surface, recorder = served
+        before = _snapshot(surface)
+        cid = next(c["id"] for c in surface.state.connections_json() if c["target"] == "b.inp")
+        status, body = call("DELETE", f"{surface.url}/api/connections/{cid}",
+                            token=surface.token)
+        assert status == 422 and body["error"]["field"] == "id"
+        assert "required input terminal b.inp is not connected" in body["error"]["message"]
+        assert recorder.calls == [] and _snapshot(surface) == before
+
     @pytest.mark.parametrize(("path", "status", "match"), [
         ("/api/servers/ghost/stop", 404, "unknown server 'ghost'"),
         ("/api/servers/a/start", 409, "up already"),

@@ -21,7 +21,7 @@ from control.state_model import LIFECYCLES, SERVER_UP, UnknownSubject
 from control.surface import _metrics
 from control.surface._actions import KernelActions
 from control.surface._auth import token_matches
-from control.surface._checks import check_connect
+from control.surface._checks import check_connect, check_disconnect_allowed
 from control.surface._errors import BadRequest, Conflict, NotFound, SurfaceError, Unauthorized
 from pykernel import PykernelError
 
@@ -377,8 +377,10 @@ class Api:
         """DELETE /api/connections/{id}."""
         conn_id = params["id"]
         self._lookup(self.state.connection_json, conn_id, "id")
+        check_disconnect_allowed(self.state, conn_id)
+        actions = self._actions()
         try:
-            self._actions().disconnect(conn_id)
+            actions.disconnect(conn_id)
         except PykernelError as exc:
             raise Conflict(f"kernel refused to disconnect {conn_id}: {exc}", "id") from None
         removed = self.state.remove_connection(conn_id, "api: disconnect")
