@@ -46,6 +46,9 @@ SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_MULTICAST = 0
 PACKET_OUTGOING = 4
+PACKET_STATISTICS = 6  # getsockopt: struct tpacket_stats {packets, drops}, reset on read
+SO_RCVBUFFORCE = 33
+RCVBUF = 1 << 20  # a burst of ~1000 frames waits here instead of being dropped
 IF_INDEX_SUBTYPE = 2  # management address interface numbering: ifIndex
 RECV_BURST = 64  # frames read per wake-up per interface, so one link cannot starve others
 
@@ -102,6 +105,8 @@ class AgentStats:
     shutdowns_sent: int = 0
     send_errors: int = 0
     received: int = 0
+    rx_drops: int = 0
+    """Frames the kernel dropped because our socket buffer was full (counted, not lost)."""
     opened: int = 0
     closed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -120,6 +125,10 @@ def open_lldp_socket(info: IfaceInfo) -> socket.socket:
     except OSError as exc:
         raise InterfaceError(f"raw socket for LLDP: {exc.strerror} (needs CAP_NET_RAW)") from exc
     try:
+        try:  # root may exceed net.core.rmem_max; others get what it allows
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         sock.bind((info.name, ETHERTYPE_LLDP))
         mreq = struct.pack("iHH8s", info.index, PACKET_MR_MULTICAST, 6, LLDP_MULTICAST)
         sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -216,7 +225,8 @@ class LldpAgent:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._counts: dict[str, int] = dict.fromkeys(
-            ("sent", "shutdowns_sent", "send_errors", "received", "opened", "closed"), 0
+            ("sent", "shutdowns_sent", "send_errors", "received", "rx_drops", "opened", "closed"),
+            0,
         )
         self._errors: dict[str, int] = {}
         self._frames: dict[tuple[object, ...], bytes] = {}
@@ -377,7 +387,18 @@ class LldpAgent:
 
     # -- interfaces --------------------------------------------------------------------
 
+    def _count_drops(self, port: _Port) -> None:
+        try:
+            _, drops = struct.unpack("II", port.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        except OSError:
+            return
+        if drops:
+            with self._lock:
+                self._counts["rx_drops"] += drops
+
     def _scan(self) -> None:
+        for port in list(self._ports.values()):
+            self._count_drops(port)
         present = {i.name: i for i in list_ifaces()}
         self.table.set_own_macs({i.mac for i in present.values()})
         wanted = set()
@@ -419,6 +440,7 @@ class LldpAgent:
             return
         if shutdown and not self.config.receive_only:
             self._send(port, 0)
+        self._count_drops(port)
         with contextlib.suppress(KeyError, ValueError):
             self._sel.unregister(port.sock)
         port.sock.close()

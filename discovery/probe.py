@@ -231,17 +231,46 @@ class UdpEchoServer:
         self._sock.close()
 
 
+SHM_PREFIX = "pk-probe-"
+
+
+def sweep_stale_segments() -> list[str]:
+    """Remove probe segments (``pk-probe-<pid>-<tag>``) whose creating process is gone.
+
+    Returns:
+        The names removed.
+
+    """
+    removed = []
+    for path in SHM_DIR.glob(f"{SHM_PREFIX}*"):
+        pid_text = path.name[len(SHM_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path.name)
+        except PermissionError:
+            pass  # alive, someone else's
+    return removed
+
+
 class ShmProbeSegment:
     """The segment a same-host peer opens to prove shared memory reaches us.
 
+    Named ``pk-probe-<pid>-<tag>`` so that :func:`sweep_stale_segments` can remove it if
+    this process dies without closing it.
+
     Args:
-        name: file name under /dev/shm (``[A-Za-z0-9._-]``).
+        tag: what makes the name unique within this process (``[A-Za-z0-9._-]``).
         identity: our identity, written into the segment.
 
     """
 
-    def __init__(self, name: str, identity: str) -> None:
-        self.path = SHM_DIR / name
+    def __init__(self, tag: str, identity: str) -> None:
+        self.path = SHM_DIR / f"{SHM_PREFIX}{os.getpid()}-{tag}"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(SHM_MAGIC + identity.encode())

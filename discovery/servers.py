@@ -37,7 +37,7 @@ from discovery.config import DiscoveryConfig, host_token, load_config
 from discovery.frames import require_scapy
 from discovery.hints import Hints
 from discovery.neighbors import Neighbor, NeighborListener, NeighborTable
-from discovery.probe import ShmProbeSegment, UdpEchoServer
+from discovery.probe import ShmProbeSegment, UdpEchoServer, sweep_stale_segments
 from discovery.state import CANDIDATES_FILE, NEIGHBORS_FILE, default_run_dir, write_state
 from discovery.vetter import Vetter
 
@@ -147,8 +147,8 @@ class DiscoveryService:
             if "udp" in cfg.transports:
                 self.echo = UdpEchoServer(cfg.bind, cfg.echo_port).start()
             if "shm" in cfg.transports:
-                name = f"pk-probe-{os.getpid()}-{self.beacon.port}"
-                self.shm = ShmProbeSegment(name, self.identity)
+                sweep_stale_segments()
+                self.shm = ShmProbeSegment(str(self.beacon.port), self.identity)
             self.vetter = Vetter(
                 key, self.identity, self.cache, host_token=self.host_token,
                 candidate_ttl=cfg.candidate_ttl, retry_interval=cfg.retry_interval,
@@ -243,6 +243,7 @@ class DiscoveryService:
                     "neighbors": [n.to_json() for n in neighbors],
                     "stats": self.table.stats().to_json(),
                     "interfaces": list(agent.interfaces) if agent else [],
+                    "agent": agent.__dict__ if agent else {},
                 },
             )
             write_state(

@@ -168,6 +168,9 @@ class NetLab:
         for proc in self.procs:
             with contextlib.suppress(ProcessLookupError, OSError):
                 self.stop(proc)
+        for h in self.hosts:  # a host killed with SIGKILL leaves its shm probe segment
+            for seg in Path("/dev/shm").glob(f"pk-probe-{h.proc.pid}-*"):
+                seg.unlink(missing_ok=True)
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -17,11 +17,13 @@ __all__ = ["netlab"]
 
 PEER = bytes.fromhex("020000000099")
 SENDER = """
-import socket, sys
+import socket, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("eth0", 0))
-for line in sys.stdin:
+for i, line in enumerate(sys.stdin):
     s.send(bytes.fromhex(line.strip()))
+    if i % 25 == 24:
+        time.sleep(0.005)
 """
 
 
@@ -65,7 +67,8 @@ class TestAgentOnTheWire:
             s = ours.state("neighbors").get("stats", {})
             return s if s.get("frames") == len(sent) else {}
 
-        stats = wait_for("every frame counted", counted)
+        stats = wait_for("every frame counted", counted, timeout=15)
+        assert ours.state("neighbors")["agent"]["rx_drops"] == 0
         assert stats["rejected_total"] == bad
         assert stats["accepted"] + stats["own"] + bad == len(sent)
         assert ours.proc.poll() is None  # still running

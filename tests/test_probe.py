@@ -10,12 +10,14 @@ import pytest
 
 from discovery import Hints, ProbeError
 from discovery.probe import (
+    SHM_DIR,
     ShmProbeSegment,
     UdpEchoServer,
     probe_hints,
     probe_shm,
     probe_tcp,
     probe_udp,
+    sweep_stale_segments,
 )
 
 
@@ -43,7 +45,7 @@ def echo() -> Iterator[UdpEchoServer]:
 
 @pytest.fixture
 def segment() -> Iterator[ShmProbeSegment]:
-    seg = ShmProbeSegment(f"pk-test-probe-{secrets.token_hex(4)}", "me:kernel")
+    seg = ShmProbeSegment(f"test-{secrets.token_hex(4)}", "me:kernel")
     yield seg
     seg.close()
 
@@ -95,6 +97,16 @@ class TestShm:
         assert probe_shm(segment.path.name, "me:kernel").ok
         r = probe_shm(segment.path.name, "someone:else")
         assert not r.ok and r.error == "segment names another identity"
+
+    def test_stale_segments_are_swept(self, segment: ShmProbeSegment) -> None:
+        """Segments of dead processes are removed; live ones are kept."""
+        stale = SHM_DIR / f"pk-probe-{2**22 + 11}-test"  # above pid_max: never alive
+        stale.write_bytes(b"x")
+        try:
+            assert stale.name in sweep_stale_segments()
+            assert segment.path.exists() and not stale.exists()
+        finally:
+            stale.unlink(missing_ok=True)
 
     def test_missing_segment(self) -> None:
         """A missing segment is a failed result."""
