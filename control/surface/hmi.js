@@ -9,6 +9,7 @@ let lastDiagramKey = "";
 let lastDiagramAt = 0;
 let connectomeVersion = -1;
 let diagramBusy = false;
+let latestKey = "";
 const EVENTS_SHOWN = 200;
 
 function el(tag, attrs, text) {
@@ -154,10 +155,20 @@ async function refreshTerminals() {
   fill("#connect-target", ["input", "combiner"]);
 }
 
-async function refreshDiagram(key, force) {
-  // Redraw when states or the structure change at once; for new rates, at most every 2 s.
-  const now = Date.now();
-  if (diagramBusy || (!force && key === lastDiagramKey && now - lastDiagramAt < 2000)) return;
+let diagramTimer = null;
+
+async function refreshDiagram(key) {
+  // Redraw soon (0.5 s) when states or the structure change, every 2 s for new rates, and
+  // always once more after a burst, so the last state is the one drawn. Graphviz runs on
+  // the server for each redraw, so bursts of changes must not become bursts of redraws.
+  const wait = (key !== lastDiagramKey ? 500 : 2000) - (Date.now() - lastDiagramAt);
+  if (diagramBusy || wait > 0) {
+    if (!diagramTimer) {
+      diagramTimer = setTimeout(() => { diagramTimer = null; refreshDiagram(latestKey); },
+        Math.max(wait, 50));
+    }
+    return;
+  }
   diagramBusy = true;
   try {
     const resp = await fetch("/api/graph?format=svg");
@@ -170,7 +181,7 @@ async function refreshDiagram(key, force) {
     }
     box.setAttribute("data-key", key);
     lastDiagramKey = key;
-    lastDiagramAt = now;
+    lastDiagramAt = Date.now();
   } finally {
     diagramBusy = false;
   }
@@ -193,7 +204,8 @@ function onStatus(msg) {
   }
   const key = [sys.connectome.version, ...d.servers.map((s) => s.state),
     ...d.connections.map((c) => c.state)].join(",");
-  refreshDiagram(key, key !== lastDiagramKey);
+  latestKey = key;
+  refreshDiagram(key);
 }
 
 function setToken(value) {
