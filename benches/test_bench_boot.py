@@ -4,7 +4,9 @@ Run: ``pytest benches/test_bench_boot.py``. Each round plans nothing new: it cre
 plan's pipes, boots the housekeeping built-in and 100 servers, and returns once every one
 has attached its terminals and said READY=1; the teardown (not timed) stops them and
 removes the pipes. Two systems, each a ring of 100 relays (``s_i.out -> s_(i+1).in``, 100
-pipes): C servers (``examples/c_server/pk_upper.c``) and Python servers.
+pipes): C servers (``examples/c_server/pk_upper.c``), and Python servers started by forking
+the kernel (``pykernel up``'s default) or by exec'ing a fresh interpreter each
+(``--no-fork``).
 """
 
 from __future__ import annotations
@@ -61,11 +63,12 @@ def write_ring(directory: Path, kind: str, servers: int = SERVERS) -> Path:
     return path
 
 
-def bench_boot(benchmark, plan: Plan, run_dir: Path, rounds: int) -> None:  # type: ignore[no-untyped-def]
+def bench_boot(benchmark, plan: Plan, run_dir: Path, rounds: int,  # type: ignore[no-untyped-def]
+               fork: bool) -> None:
     kernels: list[Kernel] = []
 
     def setup() -> tuple[tuple[Kernel], dict[str, object]]:
-        kernel = Kernel(plan, run_dir=run_dir, ready_timeout=120)
+        kernel = Kernel(plan, run_dir=run_dir, ready_timeout=120, fork_python=fork)
         kernels.append(kernel)
         return (kernel,), {}
 
@@ -81,12 +84,16 @@ def bench_boot(benchmark, plan: Plan, run_dir: Path, rounds: int) -> None:  # ty
     assert leftover == []
 
 
-@pytest.mark.parametrize(("kind", "rounds"), [("c", 5), ("python", 1)])
-def test_boot_100_servers(benchmark, machine, kind: str, rounds: int,  # type: ignore[no-untyped-def]
-                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("kind", "fork", "rounds"),
+                         [("c", False, 5), ("python", True, 5), ("python", False, 1)],
+                         ids=["c", "python-fork", "python-exec"])
+def test_boot_100_servers(benchmark, machine, kind: str, fork: bool,  # type: ignore[no-untyped-def]
+                          rounds: int, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Boot 100 servers (each attaching 2 terminals) plus the built-ins to running."""
     monkeypatch.syspath_prepend(str(tmp_path))
     plan = build_plan(write_ring(tmp_path, kind))
     benchmark.extra_info.update(machine)
-    benchmark.extra_info.update({"servers": SERVERS, "pipes": len(plan.pipes), "kind": kind})
-    bench_boot(benchmark, plan, tmp_path / "run", rounds)
+    benchmark.extra_info.update({"servers": SERVERS, "pipes": len(plan.pipes), "kind": kind,
+                                 "fork": fork})
+    bench_boot(benchmark, plan, tmp_path / "run", rounds, fork)

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     metavar="S", help="seconds a server has to attach its terminals")
     up.add_argument("--grace", type=_seconds, default=DEFAULT_STOP_GRACE, metavar="S",
                     help="seconds between SIGTERM and SIGKILL at shutdown")
+    up.add_argument("--no-fork", dest="fork", action="store_false",
+                    help="exec a fresh interpreter per Python server instead of forking "
+                         "the (already warm) kernel")
     up.add_argument("--json-status", "--json", dest="json_status", action="store_true",
                     help="print state changes as JSON lines on stdout")
     up.set_defaults(func=_up)
@@ -145,7 +148,7 @@ class _StopRequest(Exception):
 def _up(args: argparse.Namespace) -> int:
     plan = build_plan(args.file)
     kernel = Kernel(plan, run_dir=args.run_dir, ready_timeout=args.ready_timeout,
-                    stop_grace=args.grace)
+                    stop_grace=args.grace, fork_python=args.fork)
     reporter = _Reporter(kernel, args.json_status, sys.stdout, sys.stderr)
     kernel.subscribe(reporter.changed)
     stop = threading.Event()

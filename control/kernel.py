@@ -87,6 +87,7 @@ def services_from_plan(
     python: str | None = None,
     ready_timeout: float = DEFAULT_READY_TIMEOUT,
     stop_grace: float = DEFAULT_STOP_GRACE,
+    fork_python: bool = False,
 ) -> list[ServiceSpec]:
     """Translate the plan's servers into executor service specs, in start order.
 
@@ -95,18 +96,20 @@ def services_from_plan(
         python: interpreter for python servers (default: this one).
         ready_timeout: seconds each server has to attach its terminals.
         stop_grace: seconds between SIGTERM and SIGKILL at shutdown.
+        fork_python: start python servers by forking this (warm) process rather than
+            exec'ing a new interpreter (see :mod:`pykernel._supervise_fork`).
 
     """
     by_name = {s.name: s for s in plan.servers}
     order = list(plan.start_order) + sorted(set(by_name) - set(plan.start_order))
     return [
-        _service(by_name[name], python or sys.executable, ready_timeout, stop_grace)
+        _service(by_name[name], python or sys.executable, ready_timeout, stop_grace, fork_python)
         for name in order
     ]
 
 
 def _service(server: PlannedServer, python: str, ready_timeout: float,
-             stop_grace: float) -> ServiceSpec:
+             stop_grace: float, fork_python: bool) -> ServiceSpec:
     env = dict(server.env)
     if server.kind == "python":
         argv: tuple[str, ...] = (python, "-m", "pykernel.server", str(server.entry))
@@ -124,6 +127,7 @@ def _service(server: PlannedServer, python: str, ready_timeout: float,
         depends_on=tuple(server.depends_on),
         ready_timeout=ready_timeout,
         stop_grace=stop_grace,
+        fork_entry=server.entry if fork_python and server.kind == "python" else None,
     )
 
 
@@ -138,6 +142,8 @@ class Kernel:
         builtins: built-in services (default: the executor's list).
         python: interpreter for python servers.
         reap_all: reap every child, not only ours (default: when PID 1).
+        fork_python: fork this process for python servers instead of exec'ing Python
+            (fast: the imports are already done here).
 
     """
 
@@ -151,6 +157,7 @@ class Kernel:
         builtins: Sequence[ServiceSpec] | None = None,
         python: str | None = None,
         reap_all: bool | None = None,
+        fork_python: bool = False,
     ) -> None:
         self.plan = plan
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(plan.system)
@@ -160,7 +167,7 @@ class Kernel:
         self._mutex = threading.Lock()
         self.executor = Executor(
             services_from_plan(plan, python=python, ready_timeout=ready_timeout,
-                               stop_grace=stop_grace),
+                               stop_grace=stop_grace, fork_python=fork_python),
             run_dir=self.run_dir,
             builtins=builtins,
             reap_all=reap_all,

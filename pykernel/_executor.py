@@ -53,6 +53,7 @@ from pykernel._supervise import (
     parse_notify,
     should_restart,
 )
+from pykernel._supervise_fork import ForkedProcess, fork_python_server
 
 __all__ = ["Executor", "builtin_services"]
 
@@ -99,7 +100,7 @@ class _Service:
         self.dependents: list[str] = []
         self.log_path = log_path
         self.state = ServiceState.PENDING
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | ForkedProcess | None = None
         self.pidfd: int | None = None
         self.notify_fd: int | None = None
         self.notify_buf = b""
@@ -457,16 +458,21 @@ class Executor:
                     f"--- pykernel executor: start #{svc.starts} at "
                     f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}: {' '.join(spec.argv)}\n".encode()
                 )
-                svc.proc = subprocess.Popen(
-                    spec.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=spec.cwd,
-                    pass_fds=(write_fd,) if spec.notify else (),
-                    start_new_session=True,
-                )
+                if spec.fork_entry:
+                    svc.proc = fork_python_server(spec.fork_entry, spec.argv, env, spec.cwd,
+                                                  logf.fileno(), write_fd if spec.notify
+                                                  else None)
+                else:
+                    svc.proc = subprocess.Popen(
+                        spec.argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=logf,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        cwd=spec.cwd,
+                        pass_fds=(write_fd,) if spec.notify else (),
+                        start_new_session=True,
+                    )
         except OSError as exc:
             if read_fd >= 0:
                 os.close(read_fd)

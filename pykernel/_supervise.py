@@ -34,6 +34,7 @@ STATUS_PREFIX = b"STATUS="
 
 RESTART_POLICIES = ("never", "on-failure", "always")
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_ENTRY_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 class ExecutorError(PykernelError):
@@ -143,6 +144,10 @@ class ServiceSpec:
             ready as soon as its process exists.
         ready_timeout: seconds from spawn to ``READY=1`` before it counts as a failure.
         stop_grace: seconds between SIGTERM and SIGKILL at shutdown.
+        fork_entry: for a Python server, its ``module:callable``: the executor then forks
+            its own (already warm) process and runs the entry in the child instead of
+            exec'ing ``argv`` (see :mod:`pykernel._supervise_fork`); ``argv`` stays the
+            equivalent command line, shown in the log.
 
     """
 
@@ -157,6 +162,7 @@ class ServiceSpec:
     notify: bool = True
     ready_timeout: float = 10.0
     stop_grace: float = 5.0
+    fork_entry: str | None = None
 
     def __post_init__(self) -> None:
         """Normalise sequences to tuples and validate every field."""
@@ -205,6 +211,11 @@ class ServiceSpec:
                 raise SpecError(name, "depends_on", "a service cannot depend on itself")
         if len(set(self.depends_on)) != len(self.depends_on):
             raise SpecError(name, "depends_on", "lists a service twice")
+        if self.fork_entry is not None and (
+            not isinstance(self.fork_entry, str) or not _ENTRY_RE.fullmatch(self.fork_entry)
+        ):
+            raise SpecError(name, "fork_entry", f"expected 'module:callable', got "
+                                                f"{self.fork_entry!r}")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -415,3 +416,74 @@ class TestLogsAndSignals:
                         "listener")])
         assert ex.signal_all(signal.SIGUSR1) == ["listener"]
         wait_for(mark.exists)
+
+
+FORKED = '''
+import json, os, sys
+
+def server(ctx):
+    info = {"pid": os.getpid(), "cwd": os.getcwd(), "server": os.environ.get("PYKERNEL_SERVER"),
+            "argv": sys.argv, "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
+            "comm": open("/proc/self/comm").read().strip(), "sid": os.getsid(0)}
+    print("hello from", ctx.server, flush=True)
+    with open(os.path.join(ctx.run_dir, "forked.json"), "w") as f:
+        json.dump(info, f)
+    while not ctx.stopping.wait(0.02):
+        pass
+    return int(os.environ.get("EXIT_WITH", "0"))
+'''
+
+
+class TestForkedPython:
+    """fork_entry: Python servers started by forking the executor's process."""
+
+    @pytest.fixture
+    def module(self, tmp_path: Path) -> str:
+        (tmp_path / "forked_mod.py").write_text(FORKED)
+        return str(tmp_path)
+
+    def spec(self, module: str, **kw: object) -> ServiceSpec:
+        env = {"PYKERNEL_SYSTEM": "t", "PYKERNEL_SERVER": "fk", "PYTHONPATH": module}
+        env.update(kw.pop("env", {}))  # type: ignore[arg-type]
+        return ServiceSpec(name="fk", argv=("python", "-m", "pykernel.server",
+                                            "forked_mod:server"),
+                           fork_entry="forked_mod:server", env=env, cwd=module, **kw)  # type: ignore[arg-type]
+
+    def test_runs_like_an_execd_server(self, run, module: str, tmp_path: Path) -> None:
+        """The child: own session, the spec's env/cwd/argv, only fds 0-3, output in its log."""
+        ex, _ = run([self.spec(module)])
+        pid = ex.status().service("fk").pid
+        wait_for(lambda: (tmp_path / "run" / "forked.json").exists())
+        info = json.loads((tmp_path / "run" / "forked.json").read_text())
+        assert info["pid"] == pid and info["sid"] == pid
+        assert (info["server"], info["cwd"]) == ("fk", module)
+        assert info["argv"] == ["python", "-m", "pykernel.server", "forked_mod:server"]
+        assert info["comm"] == "pk:fk"
+        assert info["fds"][:4] == [0, 1, 2, 3] and len(info["fds"]) <= 5  # + listdir's own
+        final = ex.shutdown()
+        assert final.service("fk").reason == "stopped (exit code 0)"
+        assert "hello from fk" in (tmp_path / "run" / "fk.log").read_text()
+
+    def test_exit_status_and_restart(self, run, module: str) -> None:
+        """A forked server's exit status drives the restart policy like any other."""
+        ex, rec = run([self.spec(module, env={"EXIT_WITH": "9"}, backoff_initial=0.01)])
+        pid = ex.status().service("fk").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)  # the server returns 9 once stopping
+        wait_for(lambda: ex.status().service("fk").starts == 2)
+        (backoff,) = rec.statuses("fk", ServiceState.BACKOFF)[:1]
+        assert backoff.last_exit == 9
+
+    def test_bad_entry_fails_boot(self, run, module: str) -> None:
+        """An entry that cannot be imported fails the boot with the runtime's message."""
+        spec = ServiceSpec(name="bad", argv=("python",), fork_entry="no_such_mod_pk:run",
+                           env={"PYKERNEL_SYSTEM": "t", "PYKERNEL_SERVER": "bad"})
+        ex, _ = run([spec], start=False)
+        with pytest.raises(BootError, match=r"'bad' exited before it was ready \(exit code 3\)"
+                                            r".*cannot import 'no_such_mod_pk'"):
+            ex.start()
+
+    def test_fork_entry_is_validated(self) -> None:
+        """fork_entry must look like module:callable."""
+        with pytest.raises(SpecError, match=r"fork_entry: expected 'module:callable'"):
+            ServiceSpec(name="x", argv=("python",), fork_entry="not an entry")

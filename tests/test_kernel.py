@@ -104,6 +104,9 @@ class TestServicesFromPlan:
         assert ping.env["PYKERNEL_SYSTEM"] == system
         assert json.loads(ping.env["PYKERNEL_TERMINALS"])["out"]["role"] == "writer"
         assert ping.env["PYTHONUNBUFFERED"] == "1"
+        assert ping.fork_entry is None
+        forked = services_from_plan(plan, fork_python=True)[1]
+        assert forked.fork_entry == "kt_servers:ping" and forked.argv[-1] == "kt_servers:ping"
         assert (ping.ready_timeout, ping.stop_grace, ping.restart) == (3, 1, "never")
         assert ping.cwd == str(tmp_path)
 
@@ -116,10 +119,11 @@ class TestServicesFromPlan:
 class TestKernelLifecycle:
     """start() creates the pipes and boots; stop() removes every pipe."""
 
-    def test_runs_and_tears_down(self, tmp_path: Path, system: str) -> None:
+    @pytest.mark.parametrize("fork_python", [False, True], ids=["exec", "fork"])
+    def test_runs_and_tears_down(self, tmp_path: Path, system: str, fork_python: bool) -> None:
         """Pipes exist (owner-only) while up, messages flow, and nothing is left after stop."""
         plan = build_plan(wiring(tmp_path, system))
-        kernel = Kernel(plan, run_dir=tmp_path / "run", builtins=())
+        kernel = Kernel(plan, run_dir=tmp_path / "run", builtins=(), fork_python=fork_python)
         status = kernel.start()
         try:
             assert {s.name: s.state for s in status.services} == {

@@ -124,8 +124,8 @@ class TestOutput:
     """Quiet when piped; a live status line on a terminal."""
 
     def test_quiet_when_piped(self, tmp_path: Path, system: str, procs: list) -> None:
-        """Without --json-status and without a TTY, a clean run prints nothing."""
-        proc = up(tmp_path, wiring(tmp_path, system))
+        """Without --json-status and without a TTY, a clean run prints nothing (exec mode)."""
+        proc = up(tmp_path, wiring(tmp_path, system), "--no-fork")
         procs.append(proc)
         deadline = time.monotonic() + 30
         while not (tmp_path / "run" / "ping.log").exists():
