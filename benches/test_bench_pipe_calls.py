@@ -1,0 +1,109 @@
+"""pytest-benchmark of the pipe's hot calls (numbers, not pass/fail).
+
+In one process (the cost of a call, no scheduling): send+recv of 64 B, a batch of 1024
+messages each way, zero-copy reserve/commit + view/release of 4 KiB through numpy,
+``stats()``. Across two processes: a 64 B ping-pong round trip against an echo child.
+Run: ``.venv/bin/python -m pytest benches/test_bench_pipe_calls.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from pykernel import Pipe, PipeNotFoundError
+
+MSG = b"x" * 64
+
+
+def _echo(a: str, b: str, n: int) -> None:
+    with Pipe.open(a) as pa, Pipe.open(b) as pb, pa.reader() as r, pb.writer() as w:
+        for _ in range(n):
+            w.send(r.recv(timeout=60))
+
+
+@pytest.fixture
+def pipes() -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for name in made:
+        with contextlib.suppress(PipeNotFoundError):
+            Pipe.unlink(name)
+
+
+def _pipe(pipes: list[str], label: str, **kw: object) -> Pipe:
+    name = f"bench.{label}.{os.getpid()}"
+    pipes.append(name)
+    return Pipe.create(name, **kw)  # type: ignore[arg-type]
+
+
+def test_send_recv_64(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
+    with _pipe(pipes, "pair", slot_size=64, slots=256) as p, p.writer() as w, p.reader() as r:
+
+        def pair() -> bytes:
+            w.send(MSG)
+            return r.recv()
+
+        assert record_machine(pair) == MSG
+
+
+def test_batch_1024x64(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
+    msgs = [MSG] * 1024
+    with _pipe(pipes, "batch", slot_size=64, slots=1024) as p, p.writer() as w, p.reader() as r:
+
+        def batch() -> int:
+            w.send_batch(msgs)
+            return len(r.recv_batch(1024))
+
+        assert record_machine(batch) == 1024
+        record_machine.extra_info["messages_per_round"] = 1024
+
+
+def test_zero_copy_4k(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
+    src = np.arange(1024, dtype=np.float32)
+    with _pipe(pipes, "zc", slot_size=4096, slots=64) as p, p.writer() as w, p.reader() as r:
+
+        def zero_copy() -> float:
+            with w.reserve(4096) as slot:
+                slot.array(np.float32, 1024)[:] = src
+            with r.view() as v:
+                return float(v.array(np.float32, 1024)[-1])
+
+        assert record_machine(zero_copy) == 1023.0
+
+
+def test_stats(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
+    with (
+        _pipe(pipes, "stats", slot_size=64, slots=256, shape="multiplexer") as p,
+        p.writer(),
+        p.reader(),
+    ):
+        assert record_machine(p.stats).written == 0
+
+
+def test_ping_pong_64(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
+    rounds, n = 20, 1000
+    pa = _pipe(pipes, "ping", slot_size=64, slots=256)
+    pb = _pipe(pipes, "pong", slot_size=64, slots=256)
+    child = mp.get_context("spawn").Process(target=_echo, args=(pa.name, pb.name, rounds * n))
+    child.start()
+    try:
+        with pa, pb, pa.writer() as w, pb.reader() as r:
+
+            def thousand_round_trips() -> None:
+                for _ in range(n):
+                    w.send(MSG)
+                    r.recv(timeout=60)
+
+            record_machine.pedantic(thousand_round_trips, rounds=rounds, iterations=1)
+            record_machine.extra_info["round_trips_per_round"] = n
+        child.join(60)
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
