@@ -191,6 +191,7 @@ class TestRunCase:
         r = run_case(Hanging(), CASE["oneway64"], config)
         assert r.status == "timeout"
         assert "no result within the case timeout from: " in r.error
+        assert "reader 0 (stuck in recv test_bench_harness.py" in r.error
         assert time.monotonic() - began < 1.5 + 4
 
     def test_child_that_dies_is_reported(self) -> None:

@@ -20,11 +20,12 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import IO, Any
 
 from pykernel.bench._cases import Case
 from pykernel.bench._errors import TransportError
 from pykernel.bench._frames import Framer, Verifier
+from pykernel.bench._hang import arm
 from pykernel.bench._transport import Link, Receiver, Sender
 
 _ACK_POLL_S = 0.001
@@ -62,10 +63,20 @@ class Sync:
 
 
 def child_main(
-    role: Role, case: Case, count: int, links: Sequence[Link], sync: Sync, conn: Connection
+    role: Role,
+    case: Case,
+    count: int,
+    links: Sequence[Link],
+    sync: Sync,
+    conn: Connection,
+    dump: IO[bytes],
 ) -> None:
-    """Run ``role`` of ``case`` and send the result (or the error) through ``conn``."""
+    """Run ``role`` of ``case`` and send the result (or the error) through ``conn``.
+
+    ``dump`` receives this process's stack if the parent asks (see ``_hang``).
+    """
     try:
+        arm(dump)
         if role.cpu is not None:
             os.sched_setaffinity(0, {role.cpu})
         gc.disable()  # same for every transport: no collector pauses in the timed loops

@@ -12,13 +12,15 @@ import contextlib
 import multiprocessing as mp
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import count as _counter
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import IO, Any
 
+from pykernel.bench import _hang as hang
 from pykernel.bench._cases import BenchConfig, Case
 from pykernel.bench._child import End, Role, Sync, child_main
 from pykernel.bench._stats import summarize
@@ -86,7 +88,9 @@ def run_case(transport: Transport, case: Case, config: BenchConfig) -> CaseResul
     prefix = f"pkb.{os.getpid()}.{next(_SERIAL)}.{transport.key}.{case.key}"
     links: list[Link] = []
     procs: list[tuple[Role, Any, Connection]] = []
+    dumps: dict[str, IO[bytes]] = {}
     status = "failed"
+    stack = contextlib.ExitStack()
     try:
         for channel in case.channels(config.depth_for(case), prefix):
             links.append(transport.open(channel))
@@ -104,16 +108,18 @@ def run_case(transport: Transport, case: Case, config: BenchConfig) -> CaseResul
         count = config.count(case)
         for role in roles:
             mine, theirs = _CTX.Pipe(duplex=False)
+            dump = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - ExitStack
+            dumps[role.name] = dump
             proc = _CTX.Process(
                 target=child_main,
-                args=(role, case, count, links, sync, theirs),
+                args=(role, case, count, links, sync, theirs, dump),
                 name=f"pykernel-bench {transport.key} {case.key} {role.name}",
                 daemon=True,
             )
             proc.start()
             theirs.close()
             procs.append((role, proc, mine))
-        status, error, reports = _collect(procs, began + config.timeout)
+        status, error, reports = _collect(procs, began + config.timeout, dumps)
         metrics: dict[str, float] = {}
         if status == "ok":
             metrics = summarize(case, reports, config.rtt_warmup)
@@ -129,6 +135,7 @@ def run_case(transport: Transport, case: Case, config: BenchConfig) -> CaseResul
         )
     finally:
         _reap(procs, patient=status == "ok")
+        stack.close()
         for link in links:
             with contextlib.suppress(Exception):  # best effort: the case result stands
                 link.close()
@@ -137,13 +144,18 @@ def run_case(transport: Transport, case: Case, config: BenchConfig) -> CaseResul
 def _collect(
     procs: list[tuple[Role, Any, Connection]],
     deadline: float,
+    dumps: dict[str, IO[bytes]],
 ) -> tuple[str, str | None, list[dict]]:
     pending = {conn: (role, proc) for role, proc, conn in procs}
     reports: list[dict] = []
     while pending:
         left = deadline - time.monotonic()
         if left <= 0:
-            names = ", ".join(role.name for role, _ in pending.values())
+            hang.request([proc for _, proc in pending.values()])
+            names = ", ".join(
+                f"{role.name} (stuck in {hang.summary(dumps[role.name]) or 'unknown'})"
+                for role, _ in pending.values()
+            )
             return "timeout", f"no result within the case timeout from: {names}", reports
         for conn in wait(list(pending), timeout=min(left, _POLL_S)):
             role, proc = pending.pop(conn)  # type: ignore[call-overload]
