@@ -328,18 +328,16 @@ def record_connectome(
                 f"{current[1]}"
             )
         if version == current[1]:
+            # The same version again is a refresh (servers came or went since): apply it,
+            # unless it changes nothing.
             held = {
                 (tid, conn)
                 for tid, conn in db.execute(
                     "SELECT terminal_id, connection FROM uses WHERE connectome IS NOT NULL"
                 )
             }
-            if held != set(desired):
-                raise ConflictError(
-                    f"connectome {connectome_id} version {version} is already recorded with "
-                    "other connections; bump the version"
-                )
-            return  # the same version again: nothing to do
+            if held == set(desired):
+                return
     existing = {
         (tid, conn): use_id
         for use_id, tid, conn in db.execute(

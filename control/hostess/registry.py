@@ -450,7 +450,8 @@ class Hostess:
 
         Terminals of the listed connections are marked in use by them (binding allocations
         made for them); terminals of connections no longer listed are freed. A version older
-        than the recorded one of the same ID is refused.
+        than the recorded one of the same ID is refused; the same version again replaces
+        what it listed (a refresh), and changes nothing when it lists the same.
 
         Args:
             connectome_id: the connectome's ID.
