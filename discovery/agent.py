@@ -230,6 +230,8 @@ class LldpAgent:
         )
         self._errors: dict[str, int] = {}
         self._frames: dict[tuple[object, ...], bytes] = {}
+        self._disabled: set[str] = set()
+        self._rescan = False
         # Our (subtype, chassis ID); set from the first interface opened if still None.
         self.chassis = config.chassis or default_chassis()
         if self.chassis is not None:
@@ -275,10 +277,17 @@ class LldpAgent:
         self._wake()
 
     def disable_interface(self, name: str) -> None:
-        """Stop LLDP on ``name`` (sending a shutdown LLDPDU) until it is re-enabled."""
-        self.config = replace(
-            self.config, interfaces=tuple(i for i in self._selected() if i != name)
-        )
+        """Stop LLDP on ``name`` now (sending a shutdown LLDPDU) until re-enabled."""
+        with self._lock:
+            self._disabled.add(name)
+            self._rescan = True
+        self._wake()
+
+    def enable_interface(self, name: str) -> None:
+        """Undo :meth:`disable_interface` (the interface is opened at once if present)."""
+        with self._lock:
+            self._disabled.discard(name)
+            self._rescan = True
         self._wake()
 
     def stats(self) -> AgentStats:
@@ -315,7 +324,8 @@ class LldpAgent:
                     else:
                         self._receive(key.data)
                 now = self._clock()
-                if now >= next_scan:
+                if now >= next_scan or self._rescan:
+                    self._rescan = False
                     next_scan = now + self.config.scan_interval
                     self._scan()
                     self.table.expire()
@@ -404,6 +414,8 @@ class LldpAgent:
         wanted = set()
         for pattern in self._selected():
             wanted |= {n for n in present if fnmatch.fnmatchcase(n, pattern)}
+        with self._lock:
+            wanted -= self._disabled
         for name in list(self._ports):
             info = present.get(name)
             if info is None or not info.up or name not in wanted or info.mac != self._ports[

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from discovery._errors import FrameError, HintsError
@@ -244,7 +244,7 @@ class NeighborTable:
             self.version += 1
             events.append(("added", new, None, ""))
             return new
-        new = Neighbor(**{**new.__dict__, "first_seen": old.first_seen})
+        new = replace(new, first_seen=old.first_seen)
         self._entries[new.key] = new
         self.version += 1  # expiry moved: the state file must show it
         if new.advertisement() != old.advertisement():

@@ -295,7 +295,7 @@ class TestLeaving:
         assert [n["system_name"] for n in ha.state("neighbors")["neighbors"]] == []
 
     def test_interface_appearing_and_disappearing(self, netlab: NetLab) -> None:
-        """A link added after start is picked up; deleting it forgets its neighbors."""
+        """A link added after start is picked up; down or deleted, its neighbors are gone."""
         a = netlab.ns("a")
         b = netlab.ns("b")
         ha = netlab.host("a", a, PASS_A, lldp_only=True)
@@ -304,6 +304,33 @@ class TestLeaving:
         assert ha.state("neighbors")["interfaces"] == []
         netlab.veth(a, "late0", b, "late1")
         wait_for("a to see b on the new link", lambda: "b" in ha.neighbors())
+        netlab.ip("-n", a, "link", "set", "late0", "down")
+        wait_for("a to forget b on a down link", lambda: ha.neighbors() == {}, timeout=4)
+        netlab.ip("-n", a, "link", "set", "late0", "up")
+        wait_for("a to see b again", lambda: "b" in ha.neighbors())
         netlab.ip("-n", a, "link", "del", "late0")
         wait_for("a to forget b", lambda: ha.neighbors() == {} and
                  ha.state("neighbors")["interfaces"] == [], timeout=4)  # fmt: skip
+
+
+class TestAsKernelServer:
+    def test_runs_under_the_server_runtime(self, netlab: NetLab, tmp_path: Path) -> None:
+        """`python -m pykernel.server discovery.servers:lldp_agent` advertises until SIGTERM."""
+        a, b = netlab.ns("a"), netlab.ns("b")
+        netlab.veth(a, "eth0", b, "eth0")
+        peer = netlab.host("peer", b, PASS_A, lldp_only=True)
+        options = {"tx_interval": 1, "system_name": "as-server", "identity": "srv:kernel"}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYKERNEL_SYSTEM": "lab",
+               "PYKERNEL_SERVER": "lldp", "PYKERNEL_RUN_DIR": str(tmp_path),
+               "PYKERNEL_DISCOVERY_OPTIONS": json.dumps(options)}  # fmt: skip
+        server = netlab.exec(a, [sys.executable, "-m", "pykernel.server",
+                                 "discovery.servers:lldp_agent"], env=env, cwd=ROOT,
+                             stderr=subprocess.PIPE)  # fmt: skip
+        netlab.wait_ready(peer)
+        n = wait_for("peer to see the server", lambda: peer.neighbors().get("as-server"))
+        assert n["hints"]["identity"] == "srv:kernel"
+        wait_for("the server's state file", (tmp_path / "discovery-neighbors.json").exists)
+        netlab.stop(server)
+        assert server.returncode == 0
+        wait_for("the server's shutdown", lambda: peer.neighbors() == {}, timeout=3)
+        assert not (tmp_path / "discovery-neighbors.json").exists()

@@ -75,6 +75,37 @@ class TestAgentOnTheWire:
         assert {"truncated", "bad-length", "order"} <= set(stats["rejected"])  # type: ignore[arg-type]
 
 
+IN_NS_AGENT = """
+import sys, time
+from discovery.agent import AgentConfig, LldpAgent
+from discovery.neighbors import NeighborTable
+agent = LldpAgent(AgentConfig(tx_interval=1, hold=30, system_name="disabling"), NeighborTable())
+agent.start()
+time.sleep(2)
+agent.disable_interface("eth0")
+time.sleep(0.5)
+print(agent.stats().shutdowns_sent, agent.stats().interfaces, flush=True)
+time.sleep(30)
+"""
+
+
+class TestDisable:
+    def test_disabling_an_interface_sends_shutdown(self, netlab: NetLab) -> None:
+        """disable_interface sends TTL 0 at once: the peer forgets us long before TTL 31."""
+        a, b = netlab.ns("a"), netlab.ns("b")
+        netlab.veth(a, "eth0", b, "eth0")
+        peer = netlab.host("peer", b, PASS_A, lldp_only=True)
+        netlab.wait_ready(peer)
+        agent = netlab.exec(a, [sys.executable, "-c", IN_NS_AGENT], cwd=ROOT,
+                            stdout=subprocess.PIPE)  # fmt: skip
+        wait_for("peer to see the agent", lambda: "disabling" in peer.neighbors())
+        assert agent.stdout is not None
+        assert agent.stdout.readline() == "1 ()\n"
+        wait_for("peer to take the shutdown",
+                 lambda: peer.state("neighbors")["stats"]["shutdowns"] == 1, timeout=2)  # fmt: skip
+        assert peer.neighbors() == {}
+
+
 class TestLldpVerbs:
     def test_send_and_listen(self, netlab: NetLab) -> None:
         """`lldp listen` in one namespace prints what `lldp send` sends from the other."""
