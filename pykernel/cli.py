@@ -27,7 +27,9 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are typed, so they leave as one line."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        # main() prefixes "pykernel: ", so name only the sub-verb here.
+        verb = self.prog.removeprefix("pykernel").strip()
+        raise UsageError(f"{verb}: {message}" if verb else message)
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback
+    except Exception as exc:  # last line of defence: never a traceback
         print(f"pykernel: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
 
