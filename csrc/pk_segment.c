@@ -174,7 +174,8 @@ int pk_pipe_create(const char *shm_name, const pk_geometry *g, uint32_t mode, pk
     }
     void *m = MAP_FAILED;
     if (rc == 0) {
-        m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        /* MAP_POPULATE: page-table entries now, not a fault per page on the hot path. */
+        m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
         if (m == MAP_FAILED)
             rc = -errno;
     }
@@ -235,7 +236,7 @@ int pk_pipe_open(const char *shm_name, pk_pipe **out)
         return st.st_size == 0 ? -EAGAIN : -EBADMSG; /* 0: a creator between open and fallocate */
     }
     size_t bytes = (size_t)st.st_size;
-    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     close(fd);
     if (m == MAP_FAILED)
         return -errno;

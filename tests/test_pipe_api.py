@@ -267,6 +267,18 @@ class TestTransfer:
             assert w.send_batch([b"x"] * 20, timeout=0) == 8  # only what fits
             assert len(r.recv_batch(100, timeout=0)) == 8
 
+    def test_batches_of_equal_sizes_and_arrays(self, names: PipeNames) -> None:
+        """Equal-sized batches (the strided fast path) and numpy messages keep their bytes."""
+        with Pipe.create(names(), slot_size=64, slots=512) as p, p.writer() as w, p.reader() as r:
+            msgs = [bytes([i % 256]) * 64 for i in range(300)]
+            assert w.send_batch(msgs) == 300
+            assert r.recv_batch(1000) == msgs
+            arrays = [np.full(3, i, dtype=np.float64) for i in range(3)]
+            assert w.send_batch(arrays) == 3
+            assert r.recv_batch(10) == [a.tobytes() for a in arrays]
+            with pytest.raises(PipeArgumentError, match="bytes-like messages"):
+                w.send_batch(["text"])  # type: ignore[list-item]
+
     def test_reserve_commit_numpy(self, names: PipeNames) -> None:
         """A reserved slot is filled through numpy and arrives as one message."""
         with Pipe.create(names(), slot_size=4096, slots=4) as p, p.writer() as w, p.reader() as r:
