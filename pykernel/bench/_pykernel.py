@@ -15,7 +15,7 @@ from pykernel.bench._frames import Buffer, Framer, Verifier
 from pykernel.bench._transport import ALL_CASES, Channel, Link, Receiver, Sender, Transport
 
 _SHAPES = {"one": "one", "fanout": "multiplexer", "fanin": "combiner"}
-_BATCH = 64  # messages per send_batch: a quarter of the default 256-slot ring
+_BATCH = 128  # messages per send_batch: half of the default 256-slot ring
 
 
 def _api() -> Any:
