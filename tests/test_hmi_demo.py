@@ -98,10 +98,12 @@ class TestDemoLive:
                     "document.querySelectorAll('#connections td.state[data-state=flowing]')"
                     ".length === 4")
                 cell = 'tr[data-source="source.frames"][data-target="worker_a.frames"] td.rate'
-                seen = set()
-                for _ in range(12):
+                seen: set[str] = set()
+                deadline = time.monotonic() + 6
+                while time.monotonic() < deadline and not (
+                        len(seen) >= 2 and any(float(v) > 0 for v in seen)):
                     seen.add(page.locator(cell).get_attribute("data-value"))
-                    page.wait_for_timeout(250)
+                    page.wait_for_timeout(200)
                 assert len(seen) >= 2 and any(float(v) > 0 for v in seen), seen
                 diagram = page.locator("#diagram svg").text_content() or ""
                 assert "fan-out" in diagram and "fan-in" in diagram
