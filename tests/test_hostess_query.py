@@ -121,7 +121,7 @@ class TestErrors:
             parse(" ".join(["tag=a"] * 65))
         assert info.value.column == 64 * 6 + 1
 
-    @settings(max_examples=400)
+    @settings(max_examples=200)
     @given(
         st.text(
             alphabet=st.sampled_from(list("class&=0xfF1 tag*?[]^.freused-owner\t:é")), max_size=60
@@ -235,7 +235,7 @@ terms = st.one_of(
 
 
 class TestSelection:
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(
         st.lists(terms, max_size=4).filter(lambda ts: len({v for f, v in ts if f == "flag"}) < 2)
     )
