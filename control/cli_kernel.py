@@ -5,6 +5,10 @@ failures) plus a line per failure; piped, only failures (stderr). ``--json-statu
 prints one JSON object per line on stdout instead: ``{"event": "service", ...}`` per state
 change, ``{"event": "up", ...}`` once booted, ``{"event": "stopped", ...}`` at the end.
 
+The control surface (HTTP API and HMI page, see ``control.state_kernel.LiveSystem``) runs
+beside the system on ``--surface HOST:PORT`` (default 127.0.0.1 and a free port; its URL is
+printed and written to ``surface.json`` in the run directory); ``--no-surface`` skips it.
+
 Signals: SIGINT/SIGTERM stop the system cleanly (dependents first); SIGHUP, SIGUSR1 and
 SIGUSR2 are forwarded to every server.
 
@@ -24,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from control.kernel import DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE, Kernel
+from control.kernel import DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE, Kernel, KernelError
 from control.plan import build_plan
 from pykernel._progress import Progress
 from pykernel._supervise import ExecutorStatus, ServiceState, ServiceStatus
@@ -51,9 +55,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--no-fork", dest="fork", action="store_false",
                     help="exec a fresh interpreter per Python server instead of forking "
                          "the (already warm) kernel")
+    up.add_argument("--surface", type=_address, default=("127.0.0.1", 0), metavar="HOST:PORT",
+                    help="where the control surface and HMI listen (default 127.0.0.1:0, "
+                         "a free port; the URL is in the run directory's surface.json)")
+    up.add_argument("--no-surface", dest="surface", action="store_const", const=None,
+                    help="run without the control surface")
     up.add_argument("--json-status", "--json", dest="json_status", action="store_true",
                     help="print state changes as JSON lines on stdout")
     up.set_defaults(func=_up)
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
 
 
 def _seconds(text: str) -> float:
@@ -78,6 +94,7 @@ class _Reporter:
             self.progress.enabled = False
         self.lock = threading.Lock()
         self.started = time.monotonic()
+        self.surface: str | None = None
 
     def changed(self, status: ServiceStatus, previous: ServiceState) -> None:
         with self.lock:
@@ -101,10 +118,11 @@ class _Reporter:
             if self.json_lines:
                 self.line({"event": "up", "system": plan.system,
                            "connectome_id": plan.connectome_id, "pipes": len(plan.pipes),
-                           **status.to_dict()})
+                           "surface": self.surface, **status.to_dict()})
             elif self.progress.enabled:
+                hmi = f"; HMI {self.surface}/" if self.surface else ""
                 self.err.write(f"{plan.system}: up, {len(plan.servers)} servers, "
-                               f"{len(plan.pipes)} pipes; logs in {status.run_dir}; "
+                               f"{len(plan.pipes)} pipes; logs in {status.run_dir}{hmi}; "
                                "Ctrl-C stops\n")
 
     def tick(self) -> None:
@@ -166,21 +184,42 @@ def _up(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     previous.update({s: signal.signal(s, on_forward) for s in _FORWARDED})
+    live = None
     try:
+        kernel.acquire()  # before the surface writes its token into the run directory
+        if args.surface is not None:
+            from control.state_kernel import LiveSystem
+
+            try:
+                live = LiveSystem(kernel, host=args.surface[0], port=args.surface[1]).start()
+            except OSError as exc:
+                raise KernelError(f"control surface cannot listen on "
+                                  f"{args.surface[0]}:{args.surface[1]}: "
+                                  f"{exc.strerror or exc}") from exc
+            reporter.surface = live.url
         try:
             status = kernel.start()
         except _StopRequest:
-            kernel.stop()
+            kernel.stop(keep_lock=True)
             return EXIT_INTERRUPTED
         booting = False
+        if live is not None:
+            live.booted()
         reporter.up(status)
         while not stop.wait(0.5):
             reporter.tick()
-        final = kernel.stop()
+        if live is not None:
+            live.stopping()
+        final = kernel.stop(keep_lock=True)
         code = final_exit_code(final)
         reporter.stopped(final, code)
         return code
     finally:
         booting = False
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        try:
+            if live is not None:
+                live.stop()
+        finally:
+            kernel.stop()  # a no-op after a clean stop; releases the lock
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)

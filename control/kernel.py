@@ -201,7 +201,7 @@ class Kernel:
 
         """
         with self._mutex:
-            self._take_lock()
+            self.acquire()
             try:
                 self._create_pipes()
                 return self.executor.start()
@@ -211,13 +211,25 @@ class Kernel:
                 self._release_lock()
                 raise
 
-    def stop(self) -> ExecutorStatus:
-        """Stop every server, then remove every pipe and release the lock (idempotent)."""
+    def stop(self, *, keep_lock: bool = False) -> ExecutorStatus:
+        """Stop every server, then remove every pipe and release the lock (idempotent).
+
+        Args:
+            keep_lock: keep the run directory's lock (release it later with
+                :meth:`release`, after cleaning up what else lives there).
+
+        """
         final = self.executor.shutdown()
         with self._mutex:
             self._remove_pipes()
-            self._release_lock()
+            if not keep_lock:
+                self._release_lock()
         return final
+
+    def release(self) -> None:
+        """Release the run directory's lock (idempotent)."""
+        with self._mutex:
+            self._release_lock()
 
     def __enter__(self) -> Kernel:
         self.start()
@@ -226,6 +238,20 @@ class Kernel:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+    def acquire(self) -> None:
+        """Take the run directory's lock now (start() does it too); idempotent.
+
+        Lets a caller claim the system before setting up things that share the run
+        directory (the control surface's token), so a second kernel fails first.
+
+        Raises:
+            KernelBusyError: the system already runs from this run directory.
+            KernelError: the run directory cannot be created.
+
+        """
+        if self._lock_fd is None:
+            self._take_lock()
 
     # ------------------------------------------------------------------ internals
     def _take_lock(self) -> None:

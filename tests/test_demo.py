@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +108,12 @@ class TestDemo:
         assert sorted(segments_of(system)) == [f"pykernel.{system}.sink.results",
                                                f"pykernel.{system}.source.frames"]
         pids = [s["pid"] for s in up_event["services"]]
+        # the control surface serves the same system, live
+        with urllib.request.urlopen(up_event["surface"] + "/api/servers", timeout=10) as resp:
+            servers = {s["name"]: s for s in json.load(resp)}
+        for status in up_event["services"][1:]:
+            assert servers[status["name"]]["state"] == "running"
+            assert servers[status["name"]]["pid"] == status["pid"]
 
         report_path = tmp_path / "run" / "sink-report.json"
         deadline = time.monotonic() + 30

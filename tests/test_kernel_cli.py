@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,6 +93,20 @@ class TestExitCodes:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)
         assert first.returncode == 0
+
+    def test_surface_port_taken_exits_1(self, tmp_path: Path, system: str) -> None:
+        """A control surface that cannot listen is one clear line, and nothing starts."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = subprocess.run(
+                [*PYKERNEL, "up", str(wiring(tmp_path, system)), "--run-dir",
+                 str(tmp_path / "run"), "--surface", f"127.0.0.1:{port}"],
+                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1
+        assert f"control surface cannot listen on 127.0.0.1:{port}" in result.stderr
+        assert not (tmp_path / "run" / "pong.log").exists()
 
     @pytest.mark.parametrize("value", ["0", "-1", "inf", "soon"])
     def test_bad_grace_exits_2(self, tmp_path: Path, value: str) -> None:
