@@ -29,7 +29,9 @@ class _PkSender(Sender):
         self._send = self._w.send
 
     def send(self, frame: bytearray) -> None:
-        self._send(frame)
+        # Writer.send takes bytes as they are but wraps anything else with ffi.from_buffer,
+        # which costs more (~0.4 us here) than copying 64 B into a bytes object.
+        self._send(bytes(frame))
 
     def close(self) -> None:
         self._w.close()
