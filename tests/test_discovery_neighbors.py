@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +15,7 @@ from discovery.tlv import ManagementAddress, OrgTlv
 OUR_MAC = bytes.fromhex("020000000000")
 
 
+@functools.cache  # scapy takes milliseconds a frame
 def frame(n: int = 1, *, ttl: int = 10, name: str = "peer", org: tuple[OrgTlv, ...] = ()) -> bytes:
     mac = bytes.fromhex(f"0200000000{n:02x}")
     return build_frame(FrameSpec(
