@@ -15,6 +15,7 @@ from pykernel.bench._frames import Buffer, Framer, Verifier
 from pykernel.bench._transport import ALL_CASES, Channel, Link, Receiver, Sender, Transport
 
 _SHAPES = {"one": "one", "fanout": "multiplexer", "fanin": "combiner"}
+_COPY_MAX = 4096  # frames up to this size are sent as bytes (see _PkSender)
 _BATCH = 128  # messages per send_batch: half of the default 256-slot ring
 
 
@@ -27,11 +28,12 @@ class _PkSender(Sender):
         self._pipe = pipe
         self._w = pipe.writer()
         self._send = self._w.send
+        # Writer.send takes bytes as they are but wraps anything else with ffi.from_buffer,
+        # which costs more (~0.4 us here) than copying a small frame into a bytes object.
+        self._as_bytes = pipe.slot_size <= _COPY_MAX
 
     def send(self, frame: bytearray) -> None:
-        # Writer.send takes bytes as they are but wraps anything else with ffi.from_buffer,
-        # which costs more (~0.4 us here) than copying 64 B into a bytes object.
-        self._send(bytes(frame))
+        self._send(bytes(frame) if self._as_bytes else frame)
 
     def close(self) -> None:
         self._w.close()
