@@ -119,3 +119,32 @@ class TestServers:
         assert status == 409 and "kernel refused spare.out -> spare.inp" in \
             body["error"]["message"]
         assert surface.state.connections_json() == before
+
+
+class TestSameVerdictAsLint:
+    """A run-time connect is accepted exactly when lint accepts the file with it."""
+
+    def test_every_terminal_pair(self, live, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        """All 11 x 11 terminal pairs: the surface's 201/4xx equals lint's ok/error."""
+        surface, _ = live
+        base = (tmp_path / "system.yaml").read_text()
+        ends = [t["id"] for t in surface.state.terminals_json()]
+        assert len(ends) == 11
+        accepted = 0
+        for source in ends:
+            for target in ends:
+                path = tmp_path / "probe.yaml"
+                path.write_text(base + f"  - {source} -> {target}\n")
+                lint_ok = lint_file(path).ok
+                status, body = call("POST", surface.url + "/api/connections",
+                                    {"source": source, "target": target}, surface.token)
+                assert (status == 201) == lint_ok, (source, target, status, body)
+                if status == 201:
+                    accepted += 1
+                    gone = call("DELETE", f"{surface.url}/api/connections/{body['id']}",
+                                token=surface.token)
+                    assert gone[0] == 200, gone
+                else:
+                    assert 400 <= status < 500 and body["error"]["message"]
+                assert len(surface.state.connections_json()) == 4
+        assert accepted >= 2  # e.g. spare.out -> spare.inp, src.out -> spare.inp
