@@ -14,6 +14,7 @@ SYS_NET = Path("/sys/class/net")
 ARPHRD_ETHER = 1
 IFF_UP = 0x1
 SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891B
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,42 @@ def list_ifaces() -> list[IfaceInfo]:
     return out
 
 
-def ipv4_address(name: str) -> ipaddress.IPv4Address | None:
-    """Return the primary IPv4 address of ``name``, or None."""
+def _ioctl_v4(name: str, request: int) -> ipaddress.IPv4Address | None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            req = struct.pack("256s", name.encode()[:15])
-            res = fcntl.ioctl(s.fileno(), SIOCGIFADDR, req)
+            res = fcntl.ioctl(s.fileno(), request, struct.pack("256s", name.encode()[:15]))
         except OSError:
             return None
     return ipaddress.IPv4Address(res[20:24])
+
+
+def ipv4_address(name: str) -> ipaddress.IPv4Address | None:
+    """Return the primary IPv4 address of ``name``, or None."""
+    return _ioctl_v4(name, SIOCGIFADDR)
+
+
+def on_link(name: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``ip`` is directly on interface ``name``'s link (its subnet, or link-local).
+
+    Discovery only ever contacts such addresses: a neighbor's frame cannot make us probe
+    somewhere else.
+    """
+    if ip.version == 6:
+        if ip.is_link_local:
+            return True
+        with contextlib.suppress(OSError), open("/proc/net/if_inet6") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and parts[5] == name:
+                    net = ipaddress.IPv6Network((bytes.fromhex(parts[0]), int(parts[2], 16)),
+                                                strict=False)  # fmt: skip
+                    if ip in net:
+                        return True
+        return False
+    addr, mask = ipv4_address(name), _ioctl_v4(name, SIOCGIFNETMASK)
+    if addr is None or mask is None:
+        return False
+    return ip in ipaddress.IPv4Network(f"{addr}/{mask}", strict=False)
 
 
 def ipv6_addresses(name: str) -> list[ipaddress.IPv6Address]:

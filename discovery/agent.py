@@ -250,6 +250,8 @@ class LldpAgent:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send shutdown LLDPDUs (TTL 0) on every interface, close them, stop the thread."""
+        if self._closed:
+            return
         self._stop.set()
         self._wake()
         if self._thread is not None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from discovery._errors import BeaconError, DiscoveryError
+from discovery._ifaces import on_link
 from discovery.beacon import BeaconKey
 from discovery.beacon_net import authenticate
 from discovery.candidates import Candidate, CandidateCache
@@ -27,13 +28,19 @@ log = logging.getLogger(__name__)
 
 
 def pick_address(neighbor: Neighbor) -> str | None:
-    """Return the management address to reach ``neighbor`` at (IPv4 first), if any."""
+    """Return the management address to reach ``neighbor`` at (IPv4 first), if any.
+
+    Only addresses on the link the neighbor was heard on qualify: LLDP is unauthenticated,
+    and a frame must not be able to send our probes anywhere else.
+    """
     ips = []
     for text in neighbor.management_addresses:
         try:
-            ips.append(ipaddress.ip_address(text))
+            ip = ipaddress.ip_address(text)
         except ValueError:
             continue
+        if on_link(neighbor.iface, ip):
+            ips.append(ip)
     ips.sort(key=lambda ip: ip.version)
     return str(ips[0]) if ips else None
 
@@ -162,7 +169,7 @@ class Vetter:
         assert hints is not None
         address = pick_address(n)
         if address is None or not hints.beacon_port:
-            return ("no-address", "no management address or no beacon port advertised")
+            return ("no-address", "no management address on this link, or no beacon port")
         try:
             probes = probe_hints(
                 address, hints, iface=n.iface, local_host_token=self._host_token,

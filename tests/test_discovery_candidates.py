@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -141,11 +142,23 @@ class TestVetter:
         finally:
             vetter.close()
 
-    def test_pick_address_prefers_ipv4(self) -> None:
-        """IPv4 first, then IPv6; non-IP addresses are ignored."""
-        n = neighbor(None)
-        n = Neighbor(**{**n.__dict__, "management_addresses": ("aa:bb", "fe80::1", "10.0.0.9")})
-        assert pick_address(n) == "10.0.0.9"
+    def test_pick_address_prefers_ipv4_on_link(self) -> None:
+        """IPv4 first, then IPv6; non-IP and off-link addresses are ignored."""
+        n = replace(neighbor(None), management_addresses=("aa:bb", "fe80::1", "127.0.0.9"))
+        assert pick_address(n) == "127.0.0.9"
+        n = replace(n, management_addresses=("192.0.2.1", "fe80::1"))
+        assert pick_address(n) == "fe80::1"
+        assert pick_address(replace(n, management_addresses=("192.0.2.1",))) is None
+
+    def test_off_link_address_is_never_contacted(self, peer: Hints) -> None:
+        """A frame advertising an address off the link fails before any probe."""
+        vetter, cache, _ = make()
+        try:
+            vetter.neighbor_added(neighbor(peer, addr="192.0.2.1"))
+            f = wait(cache.failures)[0]
+            assert f.stage == "no-address" and "on this link" in f.detail
+        finally:
+            vetter.close()
 
 
 class TestCache:
