@@ -138,6 +138,7 @@ struct pk_writer {
     uint64_t reserved;   /* position held by pk_reserve, valid when has_reserved */
     int has_reserved;
     uint64_t late_wakeups; /* sleeps that timed out although room was there (see pk_wait) */
+    int64_t tick_at;       /* next liveness check (monotonic ns) */
     uint32_t claim_gen;  /* combiner: mirror of rec->claim_gen (we are its only writer) */
 };
 
@@ -149,6 +150,7 @@ struct pk_reader {
     uint64_t pos;       /* next position to read (rec->tail mirror) */
     int viewing;        /* pk_view handed out the slot at pos */
     uint64_t late_wakeups; /* sleeps that timed out although a message was there */
+    int64_t tick_at;       /* next liveness check (monotonic ns) */
 };
 
 static inline pk_slot *pk_slot_at(const pk_pipe *p, uint64_t pos)
@@ -168,7 +170,7 @@ int64_t pk_now_ns(void);
 typedef int (*pk_cond_fn)(void *ctx);
 int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, pk_cond_fn tick,
             void *ctx, int64_t timeout_ns, uint32_t spin_ns, _Atomic uint64_t *wait_count,
-            uint64_t *late);
+            uint64_t *late, int64_t *tick_at);
 void pk_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters);
 
 /* pk_repair.c: dead peers and their leftovers, all under the repair lock. */

@@ -81,7 +81,7 @@ static int wait_ready(pk_reader *r, int64_t timeout_ns)
 {
     pk_hdr *h = r->p->hdr;
     return pk_wait(&h->data_word, &h->data_waiters, ready, reader_tick, r, timeout_ns,
-                   r->spin_ns, &r->rec->waits, &r->late_wakeups);
+                   r->spin_ns, &r->rec->waits, &r->late_wakeups, &r->tick_at);
 }
 
 static inline void wake_writers(pk_reader *r)

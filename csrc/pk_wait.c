@@ -49,12 +49,21 @@ void pk_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters)
 
 int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, pk_cond_fn tick,
             void *ctx, int64_t timeout_ns, uint32_t spin_ns, _Atomic uint64_t *wait_count,
-            uint64_t *late)
+            uint64_t *late, int64_t *tick_at)
 {
     int rc = cond(ctx);
-    if (rc != 0 || timeout_ns == 0)
+    if (rc != 0)
         return rc;
     int64_t now = pk_now_ns();
+    if (timeout_ns == 0) {
+        /* Non-blocking calls also check peers now and then, so a poller learns that its
+         * peer died (and a dead multiplexer reader stops holding the ring). */
+        if (now < *tick_at)
+            return 0;
+        *tick_at = now + PK_TICK_NS;
+        rc = tick(ctx);
+        return rc != 0 ? rc : cond(ctx);
+    }
     int64_t deadline = timeout_ns < 0 ? INT64_MAX : now + timeout_ns;
     int64_t spin_end = now + (int64_t)spin_ns;
     if (spin_end > deadline)
@@ -71,15 +80,15 @@ int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, 
     }
     if (wait_count)
         pk_own_add(wait_count, 1);
-    int64_t next_tick = 0; /* tick at once: a peer that is already dead is seen at once */
     for (;;) {
         now = pk_now_ns();
-        if (now >= next_tick) {
+        if (now >= *tick_at) { /* at most every PK_TICK_NS per handle, sleeping or polling */
+            *tick_at = now + PK_TICK_NS;
             rc = tick(ctx);
             if (rc != 0)
                 return rc;
-            next_tick = now + PK_TICK_NS;
         }
+        int64_t next_tick = *tick_at;
         uint32_t seen = pk_ld_acq(word); /* pairs with the waker's release increment */
         rc = cond(ctx);
         if (rc != 0 || now >= deadline)

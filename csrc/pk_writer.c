@@ -79,7 +79,7 @@ static int wait_space(pk_writer *w, int64_t timeout_ns)
 {
     pk_hdr *h = w->p->hdr;
     int rc = pk_wait(&h->space_word, &h->space_waiters, has_space, writer_tick, w, timeout_ns,
-                     w->spin_ns, &w->rec->waits, &w->late_wakeups);
+                     w->spin_ns, &w->rec->waits, &w->late_wakeups, &w->tick_at);
     if (rc == 0)
         pk_own_add(&w->rec->full, 1);
     return rc;
@@ -170,7 +170,7 @@ static void wait_prev_lap(pk_writer *w, uint64_t pos)
     w->reserved = pos;
     pk_hdr *h = w->p->hdr;
     pk_wait(&h->data_word, &h->data_waiters, prev_lap_done, prev_lap_tick, w, -1, w->spin_ns,
-            NULL, NULL);
+            NULL, NULL, &w->tick_at);
 }
 
 /* ---- public --------------------------------------------------------------------------- */

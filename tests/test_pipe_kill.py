@@ -6,9 +6,11 @@ right outcome (not PipeTimeout) well within it; the liveness check runs every 20
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import struct
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -26,7 +28,15 @@ from test_pipe_support import (
     writer_worker,
 )
 
-from pykernel import Pipe, PipeTimeout, ReaderGoneError, WriterGoneError, clean_pipes
+from pykernel import (
+    Pipe,
+    PipeEmpty,
+    PipeFull,
+    PipeTimeout,
+    ReaderGoneError,
+    WriterGoneError,
+    clean_pipes,
+)
 
 BOUND = 10.0  # seconds a survivor may take to notice; in practice tens of milliseconds
 
@@ -88,6 +98,45 @@ class TestKilledReader:
             with pipe.reader() as r:
                 assert r.recv_batch(10) == [b"\0", b"\1", b"\2", b"\3"]
             w.send(b"after", timeout=BOUND)
+
+
+class TestPollers:
+    def test_nowait_calls_notice_dead_peers(self, names: PipeNames) -> None:
+        """Pollers using only *_nowait calls also get dead peers reaped or reported."""
+        name = names()
+        with (
+            Pipe.create(name, slot_size=16, slots=4, shape="multiplexer") as pipe,
+            pipe.writer() as w,
+        ):
+            attached = CTX.Event()
+            proc = CTX.Process(target=attach_reader_and_hang, args=(name, attached))
+            proc.start()
+            try:
+                assert attached.wait(BOUND)
+                for i in range(4):
+                    w.send_nowait(bytes([i]))
+                with pytest.raises(PipeFull):
+                    w.send_nowait(b"held")
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.join(BOUND)
+                deadline = time.monotonic() + BOUND
+                while True:  # a liveness check runs at most every 20 ms per handle
+                    try:
+                        w.send_nowait(b"free")
+                        break
+                    except PipeFull:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.005)
+            finally:
+                kill_and_reap(proc)
+        with Pipe.create(names(), slot_size=16, slots=4) as pipe, pipe.reader() as r:
+            pipe.writer().close()
+            deadline = time.monotonic() + BOUND
+            with pytest.raises(WriterGoneError):
+                while time.monotonic() < deadline:
+                    with contextlib.suppress(PipeEmpty):
+                        r.recv_nowait()
+                    time.sleep(0.005)
 
 
 class TestKilledWriter:
