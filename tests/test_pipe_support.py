@@ -139,8 +139,7 @@ def reserve_and_hang(name: str, shape_combiner: bool, reserved: Any) -> None:
 
 def attach_reader_and_hang(name: str, attached: Any) -> None:
     """Attach a reader, read nothing, wait to be killed."""
-    with Pipe.open(name) as pipe:
-        pipe.reader()
+    with Pipe.open(name) as pipe, pipe.reader():  # held: a dropped end detaches itself
         attached.set()
         time.sleep(60)
 
