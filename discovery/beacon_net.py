@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from discovery._errors import BeaconError, ProbeError
 from discovery.beacon import MAX_MESSAGE, BeaconInitiator, BeaconKey, BeaconResponder
-from discovery.probe import sockaddr
+from discovery.probe import bound_socket, peer_host, sockaddr
 
 
 @dataclass(frozen=True)
@@ -83,19 +83,14 @@ class BeaconServer:
         conn_timeout: float = 3.0,
     ) -> None:
         self.responder = responder
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for _ in range(20):  # port 0: find one free for both protocols
-            tcp = socket.socket(family, socket.SOCK_STREAM)
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind((host, port))
+            tcp = bound_socket(socket.SOCK_STREAM, host, port)
             chosen = tcp.getsockname()[1]
-            udp = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                udp.bind((host, chosen))
+                udp = bound_socket(socket.SOCK_DGRAM, host, chosen)
                 break
             except OSError:
                 tcp.close()
-                udp.close()
                 if port:
                     raise
         else:  # pragma: no cover - twenty collisions in a row
@@ -136,7 +131,7 @@ class BeaconServer:
                 continue
             except OSError:
                 return
-            answer = self.responder.handle(msg, peer[0], datagram=True)
+            answer = self.responder.handle(msg, peer_host(peer[0]), datagram=True)
             with contextlib.suppress(OSError):
                 self._udp.sendto(answer, peer)
 
@@ -152,7 +147,10 @@ class BeaconServer:
                 conn.close()
                 continue
             threading.Thread(
-                target=self._exchange, args=(conn, peer[0]), name="beacon-conn", daemon=True
+                target=self._exchange,
+                args=(conn, peer_host(peer[0])),
+                name="beacon-conn",
+                daemon=True,
             ).start()
 
     def _exchange(self, conn: socket.socket, peer: str) -> None:

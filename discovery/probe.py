@@ -76,6 +76,43 @@ def sockaddr(address: str, port: int, iface: str | None) -> tuple[int, tuple[Any
     return socket.AF_INET6, (str(ip), port, 0, scope)
 
 
+def bound_socket(kind: int, host: str, port: int) -> socket.socket:
+    """Return a socket of ``kind`` bound to ``host:port``.
+
+    ``host`` "" means every address of this namespace, IPv4 and IPv6 alike (one dual-stack
+    socket; IPv4 only where the kernel has no IPv6).
+    """
+    if host == "" and socket.has_ipv6:
+        try:
+            sock = socket.socket(socket.AF_INET6, kind)
+        except OSError:
+            pass  # IPv6 disabled: plain IPv4 below
+        else:
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                if kind == socket.SOCK_STREAM:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("::", port))
+            except OSError:
+                sock.close()
+                raise
+            return sock
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def peer_host(address: str) -> str:
+    """Return a peer's address as text, IPv4-mapped IPv6 shown as plain IPv4."""
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
+
+
 def _target(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
@@ -193,9 +230,7 @@ class UdpEchoServer:
     """
 
     def __init__(self, host: str = "", port: int = 0) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_DGRAM)
-        self._sock.bind((host, port))
+        self._sock = bound_socket(socket.SOCK_DGRAM, host, port)
         self._sock.settimeout(0.2)
         self.port: int = self._sock.getsockname()[1]
         self.answered = 0

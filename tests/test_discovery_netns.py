@@ -88,6 +88,10 @@ class NetLab:
         self.ip("netns", "add", full)
         self.namespaces.append(full)
         self.ip("-n", full, "link", "set", "lo", "up")
+        subprocess.run(  # link-local IPv6 usable at once, without duplicate detection
+            ["ip", "netns", "exec", full, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"],
+            check=True, timeout=10,
+        )  # fmt: skip
         return full
 
     def veth(self, ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
@@ -334,3 +338,17 @@ class TestAsKernelServer:
         assert server.returncode == 0
         wait_for("the server's shutdown", lambda: peer.neighbors() == {}, timeout=3)
         assert not (tmp_path / "discovery-neighbors.json").exists()
+
+
+class TestIpv6LinkLocal:
+    def test_vetting_over_link_local_ipv6(self, netlab: NetLab) -> None:
+        """With no IPv4 at all, probe and beacon use the fe80:: address, scoped to the link."""
+        a, b = netlab.ns("a"), netlab.ns("b")
+        netlab.veth(a, "eth0", b, "eth0")
+        ha = netlab.host("a", a, PASS_A)
+        hb = netlab.host("b", b, PASS_A)
+        netlab.wait_ready(ha, hb)
+        c = wait_for("a to vet b over IPv6", lambda: ha.candidates().get("b:kernel"))
+        assert c["address"].startswith("fe80::")
+        assert [(p["transport"], p["ok"]) for p in c["probes"]] == [
+            ("tcp", True), ("udp", True), ("shm", True)]  # fmt: skip
