@@ -179,3 +179,16 @@ class TestWithoutScapy:
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            cwd=ROOT, timeout=30)  # fmt: skip
         assert p.stdout.strip() == "False"
+
+
+class TestPublicSurface:
+    def test_exports_are_documented_and_typed_errors_root_in_pykernel(self) -> None:
+        """Every name discovery exports exists, has a docstring; its errors are PykernelErrors."""
+        import discovery
+        from pykernel import PykernelError
+
+        for name in discovery.__all__:
+            obj = getattr(discovery, name)
+            assert obj.__doc__, name
+            if name.endswith("Error"):
+                assert issubclass(obj, PykernelError), name
