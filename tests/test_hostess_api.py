@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control.hostess import Hostess
+from control.hostess import Hostess, Identity
 from control.hostess.api import OPENAPI_PATHS, PREFIX, ROUTES, handle
 
 UID = "123e4567-e89b-12d3-a456-426614174000"
@@ -282,3 +282,65 @@ class TestErrors:
             assert status in (200, 201, 400, 404, 405, 409), payload
             if status >= 400:
                 assert dump(book) == before
+
+
+class TestMount:
+    def test_changes_need_authorization(self, book: Hostess) -> None:
+        """Mounted on the surface, every method but GET goes through authorize()."""
+        from control.hostess.api import mount
+        from control.surface import Request
+
+        serve = mount(book, authorize=lambda request: request.headers.get("authorization") == "ok")
+        body = json.dumps(GUEST).encode()
+        refused = serve(Request("POST", f"{PREFIX}/guests", {}, {}, body))
+        assert refused.status == 401 and book.query("") == []
+        allowed = serve(Request("POST", f"{PREFIX}/guests", {}, {"authorization": "ok"}, body))
+        assert allowed.status == 201
+        listed = serve(Request("GET", f"{PREFIX}/guests", {"q": "tag=gpu"}, {}, b""))
+        assert json.loads(listed.body)["count"] == 1
+
+
+class TestExports:
+    def test_public_surface(self) -> None:
+        """The package's public names are exactly these (changes are deliberate)."""
+        import control.hostess
+
+        assert sorted(control.hostess.__all__) == sorted(
+            [
+                "AUTH_MECHANISMS",
+                "DIRECTIONS",
+                "Allocation",
+                "ConflictError",
+                "Connection",
+                "Connectome",
+                "Guest",
+                "Hostess",
+                "HostessError",
+                "Identity",
+                "IdentityError",
+                "InputError",
+                "InsufficientError",
+                "Lease",
+                "NotFoundError",
+                "Query",
+                "QueryError",
+                "SchemaError",
+                "Terminal",
+                "TerminalSpec",
+                "Use",
+                "parse",
+            ]
+        )
+        for name in control.hostess.__all__:
+            assert getattr(control.hostess, name).__doc__ or name.isupper(), name
+
+    def test_rules_shared_with_manifest(self) -> None:
+        """Identity and terminal rules are the manifest's, so lint and Hostess agree."""
+        import control.manifest
+        from control.hostess import AUTH_MECHANISMS, DIRECTIONS
+
+        assert AUTH_MECHANISMS == control.manifest.AUTH_MECHANISMS
+        assert DIRECTIONS == control.manifest.DIRECTIONS
+        manifest = control.manifest.Manifest("cam0", "0x1200", "lab-a", 1, "token")
+        identity = Identity.parse(manifest.identity("host.lab", UID))
+        assert (identity.servername, identity.klass, identity.auth_flag) == ("cam0", 0x1200, True)

@@ -26,7 +26,7 @@ from control.hostess.errors import (
 )
 from control.hostess.identity import AUTH_MECHANISMS, Identity
 from control.hostess.lease import Lease
-from control.hostess.query import DIRECTIONS, Query, parse
+from control.hostess.query import Query, parse
 from control.hostess.records import (
     Allocation,
     Connection,
@@ -37,6 +37,7 @@ from control.hostess.records import (
     Use,
 )
 from control.hostess.registry import Hostess
+from control.manifest import DIRECTIONS
 
 __all__ = [
     "AUTH_MECHANISMS",

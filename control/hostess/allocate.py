@@ -23,6 +23,7 @@ from control.hostess.errors import ConflictError, InputError, InsufficientError,
 from control.hostess.lease import Lease, process_start
 from control.hostess.query import Query
 from control.hostess.records import Allocation, Connection, Connectome
+from control.manifest import SERVERNAME_RE, TERMINAL_NAME_RE
 
 MAX_COUNT = 10000
 """Most terminals or guests one allocation may take."""
@@ -30,8 +31,8 @@ MAX_CONNECTIONS = 100000
 """Most connections one connectome may list."""
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}\Z")
 _ENDPOINT = re.compile(
-    r"(?:(?P<fqdn>[a-z0-9.-]{1,253})/)?(?P<server>[A-Za-z][A-Za-z0-9_-]{0,63})"
-    r"\.(?P<terminal>[A-Za-z_][A-Za-z0-9_]{0,63})\Z"
+    rf"(?:(?P<fqdn>[a-z0-9.-]{{1,253}})/)?(?P<server>{SERVERNAME_RE.pattern})"
+    rf"\.(?P<terminal>{TERMINAL_NAME_RE.pattern})\Z"
 )
 _ROLE_DIRECTIONS = {"src": ("output", "multiplexer"), "dst": ("input", "combiner")}
 _FAN = {"src": "multiplexer", "dst": "combiner"}

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 
 from control.hostess.errors import IdentityError
 
-AUTH_MECHANISMS: tuple[str, ...] = ("none", "passphrase", "token", "mtls")
-"""The authentication mechanisms a guest may declare."""
+# The manifest checks the same names at build time: one set of rules for both.
+from control.manifest import AUTH_MECHANISMS, OWNER_RE, SERVERNAME_RE, TERMINAL_NAME_RE
+
+__all__ = ["AUTH_MECHANISMS", "CLASS_BITS", "FIELDS", "Identity", "check_fqdn", "check_name"]
 
 FIELDS: tuple[str, ...] = (
     "fqdn",
@@ -40,12 +42,6 @@ FIELDS: tuple[str, ...] = (
 
 CLASS_BITS = 64
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
-# These three agree with control/manifest.py, which checks the same names at build time.
-NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
-"""Server names: a letter, then letters, digits, ``_`` or ``-`` (64 at most)."""
-TERMINAL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
-"""Terminal names: a letter or ``_``, then letters, digits or ``_`` (64 at most)."""
-_OWNER = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
 _HEX = re.compile(r"[0-9A-Fa-f]{1,16}\Z")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I)
 _SPACE = re.compile(r"\s")
@@ -87,17 +83,17 @@ def check_name(value: str, field: str) -> str:
 
     """
     if field == "terminal":
-        if not TERMINAL_RE.match(value):
+        if not TERMINAL_NAME_RE.fullmatch(value):
             reason = "must be 1-64 characters: a letter or _, then letters, digits or _"
             raise IdentityError(field, value, reason)
-    elif not NAME_RE.match(value):
+    elif not SERVERNAME_RE.fullmatch(value):
         reason = "must be 1-64 characters: a letter, then letters, digits, _ or -"
         raise IdentityError(field, value, reason)
     return value
 
 
 def _check_owner(value: str) -> str:
-    if not _OWNER.match(value):
+    if not OWNER_RE.fullmatch(value):
         raise IdentityError(
             "owner",
             value,

@@ -39,9 +39,7 @@ from dataclasses import dataclass
 
 from control.hostess.errors import QueryError
 from control.hostess.identity import AUTH_MECHANISMS, CLASS_BITS
-
-DIRECTIONS: tuple[str, ...] = ("input", "output", "multiplexer", "combiner")
-"""Terminal directions, as in the manifest."""
+from control.manifest import DIRECTIONS
 
 MAX_EXPRESSION = 4096
 """Longest accepted expression, in characters."""

@@ -15,7 +15,7 @@ from typing import Any
 from control.hostess.errors import IdentityError, InputError
 from control.hostess.identity import Identity, check_name
 from control.hostess.lease import Lease
-from control.hostess.query import DIRECTIONS
+from control.manifest import DIRECTIONS, MAX_MESSAGE_SIZE
 
 MAX_TERMINALS = 1024
 """Most terminals one guest may declare."""
@@ -23,8 +23,6 @@ MAX_TAGS = 64
 """Most tags one guest may carry."""
 MAX_METADATA = 65536
 """Largest metadata, in bytes of compact JSON."""
-MAX_MESSAGE_SIZE = 1 << 30
-"""Largest declared message size, in bytes."""
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}\Z")
 
 
