@@ -197,18 +197,22 @@ Bridged = tuple[NetLab, Host, Host, Host]
 
 @pytest.fixture(scope="module")
 def bridged() -> Iterator[Bridged]:
-    """Three hosts on one bridge: h1 and h2 share a passphrase, h3 has another."""
+    """Three hosts on one bridge: h1 and h2 share a passphrase, h3 has another.
+
+    h2 runs its beacons over UDP, the others over TCP.
+    """
     require_root()
     require_tool("ip")
     lab = NetLab()
     try:
         br = lab.ns("br")
         hosts = []
-        for i, passphrase in ((1, PASS_A), (2, PASS_A), (3, PASS_B)):
+        plan = ((1, PASS_A, "tcp"), (2, PASS_A, "udp"), (3, PASS_B, "tcp"))
+        for i, passphrase, transport in plan:
             ns = lab.ns(f"h{i}")
             lab.veth(ns, "eth0", br, f"p{i}")
             lab.addr(ns, "eth0", f"10.213.1.{i}/24")
-            hosts.append(lab.host(f"h{i}", ns, passphrase))
+            hosts.append(lab.host(f"h{i}", ns, passphrase, beacon_transport=transport))
         lab.bridge(br, "br0", ["p1", "p2", "p3"])
         lab.wait_ready(*hosts)
         yield (lab, *hosts)  # type: ignore[misc]
@@ -229,13 +233,14 @@ class TestBridgedHosts:
                 assert n["hints"]["beacon_port"] == 7700 and n["ttl"] == 5
 
     def test_same_passphrase_becomes_candidate(self, bridged: Bridged) -> None:
-        """h1 and h2 probe (tcp, udp, shm) and beacon each other: both are candidates."""
+        """h1 and h2 probe (tcp, udp, shm) and beacon each other (TCP, UDP): both candidates."""
         _, h1, h2, _ = bridged
         c = wait_for("h1 to vet h2", lambda: h1.candidates().get("h2:kernel"))
         assert [(p["transport"], p["ok"]) for p in c["probes"]] == [
             ("tcp", True), ("udp", True), ("shm", True)]  # fmt: skip
         assert c["address"] == "10.213.1.2" and c["beacon_transport"] == "tcp"
-        wait_for("h2 to vet h1", lambda: h2.candidates().get("h1:kernel"))
+        back = wait_for("h2 to vet h1", lambda: h2.candidates().get("h1:kernel"))
+        assert back["beacon_transport"] == "udp"
 
     def test_other_passphrase_is_not_a_candidate(self, bridged: Bridged) -> None:
         """h3's other passphrase fails the beacon both ways; the failure is recorded."""
