@@ -285,9 +285,15 @@ class TestCli:
         )
         data = json.loads(out)
         assert code == 0
-        assert {"cpu_model", "cores_online", "cores_usable", "kernel", "python"} <= set(
-            data["machine"]
-        )
+        assert {
+            "cpu_model",
+            "cores_online",
+            "cores_usable",
+            "kernel",
+            "python",
+            "load_before",
+            "load_after",
+        } <= set(data["machine"])
         assert data["config"]["mode"] == "quick" and data["config"]["cases"] == ["oneway4k"]
         row = next(r for r in data["results"] if r["transport"] == "os-pipe")
         assert row["status"] == "ok" and row["metrics"]["messages"] == 5000

@@ -13,6 +13,7 @@ such; a peer that fails or hangs is killed and reported, and the run goes on.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 
@@ -118,7 +119,9 @@ def run_bench(
         infos.append(TransportInfo(t.key, t.label, t.wait, t.version(), status, t.is_pykernel))
         if status == "ok":
             runnable.append(t)
+    load_before = os.getloadavg()[0]
     results = run_all(runnable, cases, config, on_step)
+    machine = machine_info() | {"load_before": load_before, "load_after": os.getloadavg()[0]}
     settings = asdict(config) | {"mode": mode, "cases": [c.key for c in cases]}
     settings["counts"] = dict(config.counts)
-    return Report(machine_info(), settings, tuple(infos), tuple(results))
+    return Report(machine, settings, tuple(infos), tuple(results))

@@ -37,7 +37,12 @@ def render(data: dict[str, Any]) -> str:
     lines = [
         f"pykernel bench ({data['config'].get('mode', 'custom')}): {mach['cpu_model']}, "
         f"{mach['cores_usable']}/{mach['cores_online']} cores, Linux {mach['kernel']}, "
-        f"Python {mach['python']}",
+        f"Python {mach['python']}"
+        + (
+            f"; load average {mach['load_before']:.1f} -> {mach['load_after']:.1f}"
+            if "load_before" in mach
+            else ""
+        ),
         "Each transport: its own processes, pinned to different cores; every message "
         "verified. Shared machines are noisy: compare rows of the same run.",
         "",
