@@ -21,7 +21,7 @@ from test_surface_kit import booted, call, plan_of
 from control.lint import lint_file
 from control.plan import build_plan
 from control.state import SystemState
-from control.surface import INFO_FILE, ROUTES, TOKEN_FILE, Surface
+from control.surface import INFO_FILE, ROUTES, TOKEN_FILE, Surface, SurfaceError
 
 
 class _Recorder:
@@ -190,6 +190,13 @@ class TestAuth:
         status, body = call("GET", served[0].url + "/api/system",
                             headers={"Host": "evil.example:80"})
         assert status == 403 and body["error"]["field"] == "host"
+
+    def test_port_in_use_is_a_typed_error(self, served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        """Binding a taken port names host, port and the reason."""
+        host, port = served[0].address
+        with pytest.raises(SurfaceError, match=rf"cannot listen on {host}:{port}: "
+                                               r"Address already in use"):
+            Surface(booted(plan_of(tmp_path)), host=host, port=port)
 
     def test_token_removed_on_stop(self, tmp_path: Path) -> None:
         """Stopping the surface removes surface.json and the token."""

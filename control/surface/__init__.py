@@ -75,7 +75,11 @@ class Surface:
 
             self.token, self.token_file = token_urlsafe(32), None
         self.api = Api(state, actions, self.token, export=export, mounts=mounts)
-        self._server = make_server(self.api, host, port)
+        try:
+            self._server = make_server(self.api, host, port)
+        except OSError as exc:  # in use, not an address of this host, no permission
+            raise SurfaceError(f"control surface cannot listen on {host}:{port}: "
+                               f"{exc.strerror or exc}", "port", 0) from None
         self._thread: threading.Thread | None = None
 
     @property
