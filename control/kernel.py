@@ -231,6 +231,48 @@ class Kernel:
         with self._mutex:
             self._release_lock()
 
+    # ------------------------------------------------------------------ modify actions
+    # (control.surface.KernelActions: the control surface's start/stop/restart buttons)
+    def start_server(self, name: str) -> None:
+        """Start a stopped or failed server of the plan.
+
+        Raises:
+            KernelError: not a server of this plan.
+            ExecutorError: the system is not running, or the server is not down.
+
+        """
+        self.executor.start_service(self._planned(name))
+
+    def stop_server(self, name: str) -> None:
+        """Stop a server (SIGTERM, grace, SIGKILL) without restarting it."""
+        self.executor.stop_service(self._planned(name))
+
+    def restart_server(self, name: str) -> None:
+        """Stop a server if it runs, then start it."""
+        self.executor.restart_service(self._planned(name))
+
+    def connect(self, source: str, target: str) -> tuple[Any, Any]:
+        """Refuse: a static system's connections are fixed by its wiring file.
+
+        Raises:
+            KernelError: always, saying how to change the system instead.
+
+        """
+        raise KernelError(f"cannot connect {source} -> {target}: system "
+                          f"{self.plan.system!r} is static (its wiring file fixes the "
+                          "connections); edit the file and run `pykernel up` again")
+
+    def disconnect(self, connection_id: str) -> None:
+        """Refuse: a static system's connections are fixed by its wiring file."""
+        raise KernelError(f"cannot disconnect {connection_id}: system "
+                          f"{self.plan.system!r} is static (its wiring file fixes the "
+                          "connections); edit the file and run `pykernel up` again")
+
+    def _planned(self, name: str) -> str:
+        if not any(s.name == name for s in self.plan.servers):
+            raise KernelError(f"system {self.plan.system!r} has no server {name!r}")
+        return name
+
     def __enter__(self) -> Kernel:
         self.start()
         return self

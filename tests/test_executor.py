@@ -487,3 +487,48 @@ class TestForkedPython:
         """fork_entry must look like module:callable."""
         with pytest.raises(SpecError, match=r"fork_entry: expected 'module:callable'"):
             ServiceSpec(name="x", argv=("python",), fork_entry="not an entry")
+
+
+class TestServiceControl:
+    """stop_service / start_service / restart_service while the system runs."""
+
+    def test_stop_then_start(self, run) -> None:
+        """A stopped service stays down (no restart policy) until started again."""
+        ex, _ = run([sh(f"{READY}; exec sleep 60", "svc", restart="always",
+                        backoff_initial=0.01)])
+        first = ex.status().service("svc").pid
+        ex.stop_service("svc")
+        wait_for(lambda: ex.status().service("svc").state is ServiceState.STOPPED)
+        time.sleep(0.1)
+        status = ex.status().service("svc")
+        assert status.state is ServiceState.STOPPED and status.starts == 1
+        assert first is not None and not pid_alive(first)
+        ex.start_service("svc")
+        wait_for(lambda: ex.status().service("svc").state is ServiceState.RUNNING)
+        assert ex.status().service("svc").pid not in (None, first)
+
+    def test_restart_gives_new_process(self, run) -> None:
+        """restart_service stops the process and starts a fresh one."""
+        ex, rec = run([sh(f"{READY}; exec sleep 60", "svc")])
+        first = ex.status().service("svc").pid
+        ex.restart_service("svc")
+        wait_for(lambda: ex.status().service("svc").starts == 2
+                 and ex.status().service("svc").state is ServiceState.RUNNING)
+        assert ex.status().service("svc").pid != first
+        assert [s for _, s in rec.states("svc")][-5:] == ["stopping", "stopped", "starting",
+                                                         "ready", "running"]
+
+    def test_start_running_service_is_refused(self, run) -> None:
+        """Starting a service that runs is an error naming its state."""
+        ex, _ = run([sh(f"{READY}; exec sleep 60", "svc")])
+        with pytest.raises(ExecutorError, match=r"service 'svc' is running, not stopped"):
+            ex.start_service("svc")
+
+    def test_unknown_and_not_running(self, run) -> None:
+        """Unknown names and an executor that is not running are refused by name."""
+        ex, _ = run([sh(f"{READY}; exec sleep 60", "svc")])
+        with pytest.raises(ExecutorError, match=r"cannot stop 'ghost': no such service"):
+            ex.stop_service("ghost")
+        ex.shutdown()
+        with pytest.raises(ExecutorError, match=r"cannot restart 'svc': the executor is stopped"):
+            ex.restart_service("svc")

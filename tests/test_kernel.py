@@ -16,6 +16,7 @@ import pytest
 from control.kernel import (
     Kernel,
     KernelBusyError,
+    KernelError,
     PipeSetupError,
     default_run_dir,
     services_from_plan,
@@ -214,3 +215,29 @@ class TestKernelLifecycle:
             beat = json.loads((run_dir / "heartbeat.json").read_text())
             assert beat["pid"] == kernel.status().service("pykernel.housekeeping").pid
         assert shm_names(system) == []
+
+
+class TestKernelActions:
+    """The kernel carries out the control surface's server actions; connections are fixed."""
+
+    def test_server_actions(self, tmp_path: Path, system: str) -> None:
+        """stop/start/restart a planned server; unknown names and connects are refused."""
+        from control.surface import KernelActions
+
+        plan = build_plan(wiring(tmp_path, system))
+        with Kernel(plan, run_dir=tmp_path / "run", builtins=(), fork_python=True) as kernel:
+            assert isinstance(kernel, KernelActions)
+            pid = kernel.status().service("ping").pid
+            kernel.restart_server("ping")
+            deadline = time.monotonic() + 10
+            while not (kernel.status().service("ping").starts == 2
+                       and kernel.status().service("ping").state is ServiceState.RUNNING):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert kernel.status().service("ping").pid != pid
+            with pytest.raises(KernelError, match=rf"system '{system}' has no server 'nope'"):
+                kernel.stop_server("nope")
+            with pytest.raises(KernelError, match=r"cannot connect ping.out -> pong.in: .*static"):
+                kernel.connect("ping.out", "pong.in")
+            with pytest.raises(KernelError, match=r"cannot disconnect c-123: .*static"):
+                kernel.disconnect("c-123")
