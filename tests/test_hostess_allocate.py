@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from control.hostess import (
+    ConflictError,
     Hostess,
     InputError,
     InsufficientError,
@@ -199,6 +200,26 @@ class TestLeases:
         assert book.expire(now=time.time() + 1) == {"guests": 0, "uses": 0}
         assert book.expire(now=time.time() + 6) == {"guests": 0, "uses": 1}
         assert book.count("used") == 0
+
+    def test_renew(self, book: Hostess) -> None:
+        """A heartbeat allocation lives on while renewed; a process one needs no renewal."""
+        add_guests(book, 1)
+        brief = book.allocate("free", 1, holder="brief", lease=Lease.heartbeat(5))
+        lease = book.renew(brief.id, 60)
+        assert lease.expires is not None and lease.expires > time.time() + 50
+        assert book.expire(now=time.time() + 30) == {"guests": 0, "uses": 0}
+        pinned = book.allocate("free", 1, holder="pinned")
+        before = dump(book)
+        with pytest.raises(ConflictError, match="process lease"):
+            book.renew(pinned.id, 60)
+        with pytest.raises(NotFoundError, match="or it lapsed"):
+            book.renew("a-missing-id", 60)
+        with pytest.raises(InputError, match=r"lease\.ttl"):
+            book.renew(brief.id, 0)
+        assert dump(book) == before
+        book.expire(now=time.time() + 61)
+        with pytest.raises(NotFoundError):
+            book.renew(brief.id, 60)
 
     def test_guest_leaving_frees_its_uses(self, book: Hostess) -> None:
         """When a guest leaves, its terminals' uses go with it."""

@@ -89,6 +89,10 @@ class TestRoutes:
             },
         )
         assert status == 409 and payload["error"]["type"] == "InsufficientError"
+        status, payload = call(
+            book, "POST", f"/allocations/{allocation['id']}/heartbeat", {"ttl": 120}
+        )
+        assert status == 200 and "expires" in payload["lease"]
         assert call(book, "DELETE", f"/allocations/{allocation['id']}") == (200, {"released": 2})
 
     def test_connectome(self, book: Hostess) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 import uuid
 from importlib.metadata import EntryPoint
@@ -86,6 +87,8 @@ class TestVerbs:
         assert "expires" in allocation["lease"]
         with Hostess(db) as book:
             assert book.count("used") == 1
+        code, out, _ = run(capsys, db, "renew", allocation["id"], "--ttl", "60", "--json")
+        assert code == 0 and abs(json.loads(out)["expires"] - (time.time() + 60)) < 30
         code, out, _ = run(capsys, db, "release", allocation["id"])
         assert (code, out) == (0, "freed 2\n")
 

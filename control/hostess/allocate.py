@@ -199,6 +199,25 @@ def release(db: sqlite3.Connection, allocation_id: str) -> int:
     return freed
 
 
+def renew(db: sqlite3.Connection, allocation_id: str, lease: Lease, now: float) -> None:
+    """Extend a heartbeat-leased allocation to ``lease.expires``.
+
+    Raises:
+        InputError: malformed ID. NotFoundError: no such allocation (or it lapsed).
+        ConflictError: the allocation is tied to a process, which needs no heartbeat.
+
+    """
+    check_id(allocation_id, "allocation")
+    rows = db.execute(
+        "SELECT holder_pid, expires FROM uses WHERE allocation = ?", (allocation_id,)
+    ).fetchall()
+    if not rows or any(exp is not None and exp <= now for _pid, exp in rows):
+        raise NotFoundError(f"no allocation {allocation_id} holds any terminal (or it lapsed)")
+    if any(pid is not None for pid, _exp in rows):
+        raise ConflictError(f"allocation {allocation_id} has a process lease; no heartbeat")
+    db.execute("UPDATE uses SET expires = ? WHERE allocation = ?", (lease.expires, allocation_id))
+
+
 def allocations(db: sqlite3.Connection) -> list[Allocation]:
     """Return every allocation that still holds terminals, oldest first."""
     found: dict[str, Allocation] = {}

@@ -144,6 +144,11 @@ def _release(h: Hostess, _q: dict[str, str], _b: Payload, args: tuple[str, ...])
     return 200, {"released": h.release(args[0])}
 
 
+def _renew(h: Hostess, _q: dict[str, str], body: Payload, args: tuple[str, ...]) -> Response:
+    _fields(body, {"ttl"}, set(), "body")
+    return 200, {"lease": h.renew(args[0], body["ttl"]).to_dict()}
+
+
 def _get_connectome(h: Hostess, _q: dict[str, str], _b: Payload, _a: tuple[str, ...]) -> Response:
     return 200, {"connectome": h.connectome().to_dict()}
 
@@ -174,6 +179,7 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Mapping[str, _Handler], frozenset[str]
         ("/guests/{uuid}/heartbeat", f"/guests/{_SEGMENT}/heartbeat", {"POST": _heartbeat}, ()),
         ("/allocations", "/allocations", {"GET": _list_allocations, "POST": _allocate}, ()),
         ("/allocations/{id}", f"/allocations/{_SEGMENT}", {"DELETE": _release}, ()),
+        ("/allocations/{id}/heartbeat", f"/allocations/{_SEGMENT}/heartbeat", {"POST": _renew}, ()),
         ("/connectome", "/connectome", {"GET": _get_connectome, "PUT": _put_connectome}, ()),
         ("/expire", "/expire", {"POST": _expire}, ()),
     )
@@ -312,6 +318,9 @@ OPENAPI_PATHS: dict[str, Payload] = {
     },
     f"{PREFIX}/allocations/{{id}}": {
         "delete": _op("Release an allocation", 200, params=("id",)),
+    },
+    f"{PREFIX}/allocations/{{id}}/heartbeat": {
+        "post": _op("Renew an allocation's heartbeat lease", 200, "ttl (seconds)", params=("id",)),
     },
     f"{PREFIX}/connectome": {
         "get": _op("The connectome as Hostess holds it", 200),

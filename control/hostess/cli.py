@@ -1,4 +1,4 @@
-"""``pykernel hostess list|query|allocate|release|register|leave|connectome|expire``.
+"""``pykernel hostess list|query|allocate|renew|release|register|leave|connectome|expire``.
 
 Every verb takes ``--db PATH`` (default: ``$PYKERNEL_HOSTESS_DB``, else
 ``$XDG_STATE_HOME/pykernel/hostess.sqlite``) and prints JSON with ``--json``. A filter
@@ -101,6 +101,13 @@ def _cmd_allocate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_renew(args: argparse.Namespace) -> int:
+    with _open(args) as hostess:
+        lease = hostess.renew(args.allocation, args.ttl)
+    emit(args, lease.to_dict(), lambda d: f"renewed until {d['expires']:.0f}")
+    return 0
+
+
 def _cmd_release(args: argparse.Namespace) -> int:
     with _open(args) as hostess:
         freed = hostess.release(args.allocation)
@@ -196,6 +203,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     sub = verb("release", "free an allocation's terminals", _cmd_release)
     sub.add_argument("allocation", help="allocation ID")
+
+    sub = verb("renew", "extend an allocation's heartbeat lease", _cmd_renew)
+    sub.add_argument("allocation", help="allocation ID")
+    sub.add_argument("--ttl", type=float, default=DEFAULT_TTL, help="seconds from now")
 
     sub = verb("register", "register a guest", _cmd_register)
     sub.add_argument("identity", help="fqdn:servername:classHex:owner:authFlag:authMechanism:uuid")

@@ -433,6 +433,22 @@ class Hostess:
         with self._write() as db:
             return _alloc.release(db, allocation_id)
 
+    def renew(self, allocation_id: str, ttl: float) -> Lease:
+        """Extend a heartbeat-leased allocation for ``ttl`` seconds from now.
+
+        Returns:
+            The new lease.
+
+        Raises:
+            InputError: bad ID or ttl. NotFoundError: no such live allocation.
+            ConflictError: the allocation is tied to a process.
+
+        """
+        lease = Lease.heartbeat(ttl)
+        with self._write() as db:
+            _alloc.renew(db, allocation_id, lease, time.time())
+        return lease
+
     def allocations(self) -> list[Allocation]:
         """Return every live allocation, oldest first."""
         with self._read() as db:
