@@ -449,19 +449,19 @@ class SupervisorLoop:
         svc.backoff = delay
 
     def _close_notify(self, svc: _Service) -> None:
-        if svc.notify_fd is not None:
-            if self._sel is not None:
-                with contextlib.suppress(KeyError, ValueError):
-                    self._sel.unregister(svc.notify_fd)
-            os.close(svc.notify_fd)
-            svc.notify_fd = None
+        self._drop_fd(svc.notify_fd)
+        svc.notify_fd = None
 
     def _close_fds(self, svc: _Service) -> None:
         self._close_notify(svc)
-        if svc.pidfd is not None:
-            if self._sel is not None:
-                with contextlib.suppress(KeyError, ValueError):
-                    self._sel.unregister(svc.pidfd)
-            os.close(svc.pidfd)
-            svc.pidfd = None
+        self._drop_fd(svc.pidfd)
+        svc.pidfd = None
 
+    def _drop_fd(self, fd: int | None) -> None:
+        """Unregister ``fd`` from the selector (if there) and close it."""
+        if fd is None:
+            return
+        if self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(fd)
+        os.close(fd)
