@@ -181,6 +181,7 @@ REFUSALS = [
     ("k k", 1, [], InputError, "connectome.id"),
     ("k", -1, [], InputError, "connectome.version"),
     ("k", "2", [], InputError, "connectome.version"),
+    ("k", 3, [], InputError, "is not a Lease"),
     ("k", 1, [], ConflictError, "version 1 is older than the recorded 2"),
     (
         "k",
@@ -207,8 +208,9 @@ class TestRefusals:
         book.record_connectome("k", 2, [("c0", "mix.out", "view1.frames")])
         book.allocate("server=view2", 1, holder="carol", connection="other", lease=LEASE)
         before = dump(book)
+        lease = "forever" if "Lease" in match else None
         with pytest.raises(error, match=match):
-            book.record_connectome(cid, version, conns)
+            book.record_connectome(cid, version, conns, lease=lease)  # type: ignore[arg-type]
         assert dump(book) == before
 
 

@@ -487,6 +487,8 @@ class Hostess:
         conns = _alloc.check_connections(connections)
         _alloc.check_version(connectome_id, version)
         lease = Lease.process() if lease is None else lease
+        if not isinstance(lease, Lease):
+            raise InputError("lease", f"{lease!r} is not a Lease")
         with self._write() as db:
             _alloc.record_connectome(db, connectome_id, version, conns, lease, time.time())
             return _alloc.connectome(db)
