@@ -158,3 +158,23 @@ def test_counter_to_page_latency(record_machine, one_pipe) -> None:  # type: ign
     stats = record_machine.stats.stats
     record_machine.extra_info.update(target_s=1.0, sampler_interval_s=0.25, max_s=stats.max,
                                      mean_s=stats.mean, target_met=stats.max < 1.0)
+
+
+def test_sampler_round_1000(record_machine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """One sampling round over 1,000 real pipes (the sampler runs one every 0.25 s)."""
+    plan = _plan(tmp_path, pairs=100, per=10, system=f"smp{os.getpid()}")
+    state = _running(plan)
+    pipes = [Pipe.create(p.name, slot_size=p.slot_size, slots=p.slots) for p in plan.pipes]
+    try:
+        for pipe in pipes[::10]:
+            with pipe.writer() as w:
+                w.send(b"x" * 16)
+        sampler = FlowSampler(state)
+        sampler.sample()  # opens the 1,000 handles once
+        record_machine(sampler.sample)
+        sampler.stop()
+        record_machine.extra_info.update(connections=1000, interval_s=0.25)
+    finally:
+        for pipe in pipes:
+            pipe.close()
+            Pipe.unlink(pipe.name)

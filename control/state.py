@@ -461,6 +461,18 @@ class SystemState:
             except KeyError:
                 raise UnknownSubject("pipe", name) from None
 
+    def pipes_with_connections(self) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Return ``{pipe: (geometry, [its connections])}`` in one pass (the sampler's view)."""
+        with self._lock:
+            out: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {
+                n: (dict(p.geometry), []) for n, p in sorted(self._pipes.items())}
+            for k in sorted(self._connections):
+                c = self._connections[k]
+                if c.pipe in out:
+                    out[c.pipe][1].append({"id": c.id, "source": c.source, "target": c.target,
+                                           "pipe": c.pipe, "state": c.state})
+            return out
+
     def connections_of_pipe(self, name: str) -> list[dict[str, Any]]:
         """Return the connections a pipe carries, as JSON, sorted by ID."""
         with self._lock:

@@ -183,19 +183,17 @@ class FlowSampler:
 
     def sample(self) -> None:
         """Run one sampling round now (the thread calls this every ``interval``)."""
-        names = self.state.pipe_names()
-        for gone in set(self._handles) - set(names):
+        view = self.state.pipes_with_connections()
+        for gone in set(self._handles) - set(view):
             with contextlib.suppress(Exception):
                 self._handles.pop(gone).close()
         pids = self.state.server_pids()
         live: set[str] = set()
-        for name in names:
+        for name, (geometry, conns) in view.items():
             counters = self._read(name)
-            conns = self.state.connections_of_pipe(name)
             live.update(c["id"] for c in conns)
             if counters is None:
                 continue
-            geometry = self.state.pipe_geometry(name)
             self.state.set_pipe_stats(name, _stats_json(counters))
             for conn in conns:
                 self._update(conn, geometry, counters, pids)
