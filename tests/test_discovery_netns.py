@@ -89,7 +89,8 @@ class NetLab:
         self.namespaces.append(full)
         self.ip("-n", full, "link", "set", "lo", "up")
         subprocess.run(  # link-local IPv6 usable at once, without duplicate detection
-            ["ip", "netns", "exec", full, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"],
+            ["ip", "netns", "exec", full, "sh", "-c",
+             "echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad"],
             check=True, timeout=10,
         )  # fmt: skip
         return full
