@@ -426,8 +426,9 @@ def server(ctx):
             "argv": sys.argv, "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
             "comm": open("/proc/self/comm").read().strip(), "sid": os.getsid(0)}
     print("hello from", ctx.server, flush=True)
-    with open(os.path.join(ctx.run_dir, "forked.json"), "w") as f:
+    with open(os.path.join(ctx.run_dir, "forked.tmp"), "w") as f:
         json.dump(info, f)
+    os.replace(os.path.join(ctx.run_dir, "forked.tmp"), os.path.join(ctx.run_dir, "forked.json"))
     while not ctx.stopping.wait(0.02):
         pass
     return int(os.environ.get("EXIT_WITH", "0"))
