@@ -7,6 +7,8 @@
  * Either the sleeper's second check sees the publication, or the waker sees waiters > 0 and
  * changes the word, so FUTEX_WAIT returns EAGAIN or is woken. Sleeps are also bounded by
  * PK_TICK_NS, when tick() checks that the peer is still alive: a dead peer never wakes us.
+ * A signal that interrupts the sleep returns -EINTR (call again), so an embedding runtime
+ * such as Python can run its handlers (Ctrl-C) between calls.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,14 +27,13 @@ int64_t pk_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* 1 if the sleep ran out its time (ETIMEDOUT), else 0. */
+/* 0 woken (or the word changed: EAGAIN), ETIMEDOUT or EINTR. */
 static int futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t ns)
 {
     struct timespec ts = {.tv_sec = ns / 1000000000LL, .tv_nsec = ns % 1000000000LL};
-    /* Not FUTEX_PRIVATE_FLAG: the word is shared between processes. EAGAIN (word changed),
-     * EINTR and ETIMEDOUT all just send the caller back to re-check its condition. */
+    /* Not FUTEX_PRIVATE_FLAG: the word is shared between processes. */
     long rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expected, &ts, NULL, 0);
-    return rc != 0 && errno == ETIMEDOUT;
+    return rc == 0 || errno == EAGAIN ? 0 : errno;
 }
 
 void pk_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters)
@@ -99,8 +100,11 @@ int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, 
             int64_t until = next_tick < deadline ? next_tick : deadline;
             /* A sleep that ran out its time while the condition already held means a wake-up
              * was lost (or raced the timer by microseconds): counted for the tests. */
-            if (futex_wait(word, seen, until > now ? until - now : 1) && late && cond(ctx))
+            int e = futex_wait(word, seen, until > now ? until - now : 1);
+            if (e == ETIMEDOUT && late && cond(ctx))
                 (*late)++;
+            else if (e == EINTR)
+                rc = cond(ctx) ? 1 : -EINTR; /* let the caller run its signal handlers */
         }
         atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed); /* only a hint to wakers */
         if (rc != 0)

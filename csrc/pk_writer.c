@@ -169,8 +169,9 @@ static void wait_prev_lap(pk_writer *w, uint64_t pos)
         return;
     w->reserved = pos;
     pk_hdr *h = w->p->hdr;
-    pk_wait(&h->data_word, &h->data_waiters, prev_lap_done, prev_lap_tick, w, -1, w->spin_ns,
-            NULL, NULL, &w->tick_at);
+    while (pk_wait(&h->data_word, &h->data_waiters, prev_lap_done, prev_lap_tick, w, -1,
+                   w->spin_ns, NULL, NULL, &w->tick_at) != 1)
+        ; /* -EINTR: the position is already ours, so finish it before returning */
 }
 
 /* ---- public --------------------------------------------------------------------------- */

@@ -14,7 +14,8 @@
  *
  * Conventions: setup/teardown functions return 0 or -errno; hot-path functions return a
  * count (1 = done, 0 = would block / timed out) or -errno (-EPIPE: the peer is gone,
- * -EBADF: NULL handle). Timeouts are in nanoseconds: < 0 waits forever, 0 never waits.
+ * -EBADF: NULL handle, -EINTR: a signal interrupted the sleep, call again). Timeouts are
+ * in nanoseconds: < 0 waits forever, 0 never waits.
  * Nothing here prints or aborts.
  *
  * Use from C: include this header and compile csrc/pk_*.c with -std=c11 (link nothing

@@ -7,6 +7,7 @@ allocation, lib functions bound once at import. Blocking waits happen inside C.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import struct
 from collections.abc import Sequence
@@ -33,6 +34,26 @@ _buffer = ffi.buffer
 _from_buffer = ffi.from_buffer
 _NULL = ffi.NULL
 _BATCH_BYTES = 1 << 22  # recv_batch copies at most this much per call (at least one slot)
+_EINTR = -errno.EINTR
+# timeout=None waits in slices, and a signal interrupts a sleep with -EINTR, so that Python
+# signal handlers (Ctrl-C) run between C calls; the wait then simply goes on.
+_SLICE = 250_000_000
+
+
+def _wait_ns(timeout: float | None) -> int:
+    return _SLICE if timeout is None else timeout_ns(timeout)
+
+
+def _again(fn: Any, args: tuple[Any, ...], timeout: float | None, rc: int) -> int:
+    """Repeat a blocking call cut short by a signal or by the end of an endless wait's slice.
+
+    The loop's backward jump is where the interpreter runs pending signal handlers, so a
+    KeyboardInterrupt leaves from here.
+    """
+    t = _wait_ns(timeout)
+    while rc == _EINTR or (rc == 0 and timeout is None):
+        rc = fn(*args, t)
+    return rc
 
 
 def timeout_ns(timeout: float | None) -> int:
@@ -336,9 +357,11 @@ class Writer(_End):
             raise MessageSizeError(
                 f"pipe {self._name!r}: message of {n} bytes exceeds slot size {self._max}"
             )
-        rc = _send(self._h, data, n, -1 if timeout is None else timeout_ns(timeout))
+        rc = _send(self._h, data, n, _SLICE if timeout is None else timeout_ns(timeout))
         if rc != 1:
-            raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
+            rc = _again(_send, (self._h, data, n), timeout, rc)
+            if rc != 1:
+                raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
 
     def send_nowait(self, data: Any) -> None:
         """Send one message or raise :class:`PipeFull` at once."""
@@ -364,22 +387,46 @@ class Writer(_End):
         lens = list(map(len, messages))
         if sum(lens) != len(blob):  # not all flat byte buffers (e.g. numpy): count bytes
             lens = [memoryview(m).nbytes for m in messages]
-        t = -1 if timeout is None else timeout_ns(timeout)
+        t = _wait_ns(timeout)
         first = lens[0]
-        if lens.count(first) == count and first <= self._max:
-            # All the same size (the common case): no per-message length array.
+        even = lens.count(first) == count and first <= self._max
+        if not even and max(lens) > self._max:
+            i = next(i for i, n in enumerate(lens) if n > self._max)
+            raise MessageSizeError(
+                f"pipe {self._name!r}: message {i} of {lens[i]} bytes exceeds slot size {self._max}"
+            )
+        # All the same size (the common case): no per-message length array.
+        lens_c = None if even else ffi.new("uint32_t[]", lens)
+        if even:
             rc = _send_strided(self._h, blob, first, first, count, t)
         else:
-            if max(lens) > self._max:
-                i = next(i for i, n in enumerate(lens) if n > self._max)
-                raise MessageSizeError(
-                    f"pipe {self._name!r}: message {i} of {lens[i]} bytes exceeds slot size "
-                    f"{self._max}"
-                )
-            rc = _send_batch(self._h, blob, ffi.new("uint32_t[]", lens), count, t)
-        if rc > 0:
+            rc = _send_batch(self._h, blob, lens_c, count, t)
+        if rc == count:
             return rc
-        raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
+        return self._batch_rest(blob, lens, lens_c, rc, timeout)
+
+    def _batch_rest(
+        self, blob: bytes, lens: list[int], lens_c: Any, rc: int, timeout: float | None
+    ) -> int:
+        """Slow path of send_batch: go on after a partial send, a slice end or a signal."""
+        count, sent = len(lens), 0
+        base = _from_buffer("char[]", blob)
+        t = _wait_ns(timeout)
+        while True:
+            if rc > 0:
+                sent += rc
+                if sent == count or timeout is not None:
+                    return sent
+            elif not (rc == _EINTR or (rc == 0 and timeout is None)):
+                if sent:
+                    return sent
+                raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
+            if lens_c is None:
+                rc = _send_strided(
+                    self._h, base + sent * lens[0], lens[0], lens[0], count - sent, t
+                )
+            else:
+                rc = _send_batch(self._h, base + sum(lens[:sent]), lens_c + sent, count - sent, t)
 
     def reserve(self, nbytes: int | None = None, timeout: float | None = None) -> Slot:
         """Reserve the next slot for zero-copy writing; commit it (or use ``with``).
@@ -400,7 +447,9 @@ class Writer(_End):
             )
         if self._slot is not None:
             raise PipeArgumentError(f"pipe {self._name!r}: a reserved slot is still open")
-        rc = lib.pk_reserve(self._h, self._ptr, timeout_ns(timeout))
+        rc = lib.pk_reserve(self._h, self._ptr, _wait_ns(timeout))
+        if rc != 1:
+            rc = _again(lib.pk_reserve, (self._h, self._ptr), timeout, rc)
         if rc != 1:
             raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
         self._slot = Slot(self, self._ptr[0], n)
@@ -470,8 +519,11 @@ class Reader(_End):
             self._buf,
             self._cap,
             self._lenp,
-            -1 if timeout is None else timeout_ns(timeout),
+            _SLICE if timeout is None else timeout_ns(timeout),
         )
+        if rc == 1:
+            return _unpack(self._buf, self._lenp[0])
+        rc = _again(_recv, (self._h, self._buf, self._cap, self._lenp), timeout, rc)
         if rc == 1:
             return _unpack(self._buf, self._lenp[0])
         raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
@@ -493,10 +545,12 @@ class Reader(_End):
             raise PipeArgumentError(
                 f"recv_into needs a writable buffer, got {type(buffer).__name__}"
             ) from None
-        rc = _recv(self._h, target, len(target), self._lenp, timeout_ns(timeout))
+        rc = _recv(self._h, target, len(target), self._lenp, _wait_ns(timeout))
+        if rc != 1:
+            rc = _again(_recv, (self._h, target, len(target), self._lenp), timeout, rc)
         if rc == 1:
             return int(self._lenp[0])
-        if rc == -90:  # EMSGSIZE: the message stays queued
+        if rc == -errno.EMSGSIZE:  # the message stays queued
             raise MessageSizeError(
                 f"pipe {self._name!r}: buffer of {len(target)} bytes is smaller than the "
                 "next message"
@@ -525,8 +579,11 @@ class Reader(_End):
             self._bbytes,
             self._blens,
             max_messages,
-            -1 if timeout is None else timeout_ns(timeout),
+            _SLICE if timeout is None else timeout_ns(timeout),
         )
+        if rc <= 0:
+            args = (self._h, self._bbuf, self._bbytes, self._blens, max_messages)
+            rc = _again(_recv_batch, args, timeout, rc)
         if rc <= 0:
             raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
         lens = _unpack(self._blens, rc)
@@ -558,7 +615,9 @@ class Reader(_End):
         """
         if self._view is not None:
             raise PipeArgumentError(f"pipe {self._name!r}: a view is still open")
-        rc = lib.pk_view(self._h, self._ptr, self._lenp, timeout_ns(timeout))
+        rc = lib.pk_view(self._h, self._ptr, self._lenp, _wait_ns(timeout))
+        if rc != 1:
+            rc = _again(lib.pk_view, (self._h, self._ptr, self._lenp), timeout, rc)
         if rc != 1:
             raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
         self._view = View(self, self._ptr[0], int(self._lenp[0]))

@@ -183,3 +183,26 @@ def sparse_reader(name: str, count: int, attached: Any, results: Any) -> None:
         attached.set()
         got = [struct.unpack("<I", r.recv(timeout=30))[0] for _ in range(count)]
         results.put((got, r.late_wakeups))
+
+
+def block_until_interrupted(name: str, reading: bool, started: Any, results: Any) -> None:
+    """Block forever in recv (or in send on a full pipe) until SIGINT; report how it ended."""
+    with Pipe.open(name) as pipe:
+        end = pipe.reader() if reading else pipe.writer()
+        try:
+            if not reading:
+                while True:
+                    end.send(b"fill", timeout=0)
+        except Exception:
+            pass
+        started.set()
+        try:
+            if reading:
+                end.recv()
+            else:
+                end.send(b"blocked")
+        except KeyboardInterrupt:
+            results.put("interrupted")
+        else:
+            results.put("returned")
+        end.close()

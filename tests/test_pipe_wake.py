@@ -7,6 +7,9 @@ while the condition already held (``late_wakeups``): that must stay zero.
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -15,6 +18,7 @@ from test_pipe_support import (
     CTX,
     STRESS,
     PipeNames,
+    block_until_interrupted,
     echo_worker,
     kill_and_reap,
     pipe_names,
@@ -28,6 +32,49 @@ from pykernel import Pipe
 def names() -> Iterator[PipeNames]:
     with pipe_names() as n:
         yield n
+
+
+class TestSignals:
+    @pytest.mark.parametrize("reading", [True, False], ids=["recv", "send"])
+    def test_ctrl_c_interrupts_an_endless_wait(self, names: PipeNames, reading: bool) -> None:
+        """SIGINT reaches Python while recv/send waits forever (timeout=None)."""
+        name = names()
+        with Pipe.create(name, slot_size=16, slots=4) as pipe:
+            other = pipe.writer() if reading else pipe.reader()
+            started, results = CTX.Event(), CTX.Queue()
+            proc = CTX.Process(
+                target=block_until_interrupted, args=(name, reading, started, results)
+            )
+            proc.start()
+            try:
+                assert started.wait(30)
+                time.sleep(0.3)  # into the futex sleep, past the spin
+                os.kill(proc.pid, signal.SIGINT)
+                assert results.get(timeout=10) == "interrupted"
+            finally:
+                kill_and_reap(proc)
+                other.close()
+
+    def test_endless_batch_spans_slices(self, names: PipeNames) -> None:
+        """send_batch(timeout=None) sends everything even when it waits longer than a slice."""
+        with (
+            Pipe.create(names(), slot_size=16, slots=4) as pipe,
+            pipe.writer() as w,
+            pipe.reader() as r,
+        ):
+            got: list[bytes] = []
+
+            def slow_reader() -> None:
+                while len(got) < 12:
+                    time.sleep(0.04)
+                    got.append(r.recv(timeout=10))
+
+            t = threading.Thread(target=slow_reader)
+            t.start()
+            msgs = [bytes([i]) * (1 + i % 3) for i in range(12)]
+            assert w.send_batch(msgs) == 12
+            t.join(10)
+            assert got == msgs
 
 
 class TestNoLostWakeups:
