@@ -15,9 +15,9 @@
 It builds the :class:`~control.state.SystemState` from the kernel's plan, feeds it every
 executor state change (:class:`ExecutorFeed`), samples the pipes (:class:`FlowSampler`),
 and serves it (:class:`~control.surface.Surface`, token and ``surface.json`` in the kernel's
-run directory). Modifies go to the kernel when it implements
-:class:`~control.surface.KernelActions`, else to a :class:`KernelBridge` (server operations
-through the executor; run-time rewiring refused with 409).
+run directory). Modifies go to the kernel, which implements
+:class:`~control.surface.KernelActions` (a kernel that does not leaves the surface read-only:
+409 on modify).
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ from typing import Any
 
 from control.state import SystemState
 from control.state_flow import FlowSampler
-from control.state_model import SERVER, IllegalTransition, StateError, UnknownSubject
+from control.state_model import SERVER, IllegalTransition, UnknownSubject
 from control.surface import KernelActions, Surface
 
-__all__ = ["SERVICE_TO_SERVER", "ExecutorFeed", "KernelBridge", "LiveSystem",
-           "RewireUnsupported"]
+__all__ = ["SERVICE_TO_SERVER", "ExecutorFeed", "LiveSystem"]
 
 SERVICE_TO_SERVER: dict[str, str | None] = {
     "pending": None, "starting": "starting", "ready": "ready", "running": "running",
@@ -82,56 +81,6 @@ class ExecutorFeed:
             self.refused += 1
 
 
-class RewireUnsupported(StateError):
-    """The kernel cannot connect or disconnect terminals of running servers."""
-
-
-class KernelBridge:
-    """:class:`~control.surface.KernelActions` for a kernel that does not implement them.
-
-    Server operations go to the executor's ``start_service`` / ``stop_service`` /
-    ``restart_service`` (they return once the work is under way; the moves arrive through
-    :class:`ExecutorFeed`). Run-time connect/disconnect needs the kernel to re-plan and
-    rebind running servers, so it is refused with :class:`RewireUnsupported` (the surface
-    answers 409) until the kernel implements ``connect``/``disconnect`` itself.
-
-    Args:
-        kernel: a :class:`control.kernel.Kernel`.
-
-    """
-
-    def __init__(self, kernel: Any) -> None:
-        self.kernel = kernel
-
-    def _executor(self, verb: str) -> Any:
-        method = getattr(self.kernel.executor, f"{verb}_service", None)
-        if method is None:
-            raise RewireUnsupported(f"this kernel's executor cannot {verb} one server")
-        return method
-
-    def start_server(self, name: str) -> None:
-        """Start a stopped or failed server."""
-        self._executor("start")(name)
-
-    def stop_server(self, name: str) -> None:
-        """Stop a server and keep it down."""
-        self._executor("stop")(name)
-
-    def restart_server(self, name: str) -> None:
-        """Stop a server if it runs, then start it."""
-        self._executor("restart")(name)
-
-    def connect(self, source: str, target: str) -> tuple[Any, Any]:
-        """Refuse: rewiring running servers needs the kernel's own support."""
-        raise RewireUnsupported("this kernel cannot rewire running servers yet: add the "
-                                "connection to the wiring file and restart the system")
-
-    def disconnect(self, connection_id: str) -> None:
-        """Refuse: rewiring running servers needs the kernel's own support."""
-        raise RewireUnsupported("this kernel cannot rewire running servers yet: remove the "
-                                "connection from the wiring file and restart the system")
-
-
 class LiveSystem:
     """The state machine, flow sampler and control surface of one kernel.
 
@@ -150,7 +99,7 @@ class LiveSystem:
         self.feed = ExecutorFeed(self.state)
         kernel.subscribe(self.feed)
         self.sampler = FlowSampler(self.state, interval=interval)
-        actions = kernel if isinstance(kernel, KernelActions) else KernelBridge(kernel)
+        actions = kernel if isinstance(kernel, KernelActions) else None
         self.surface = Surface(self.state, actions, run_dir=kernel.run_dir, host=host,
                                port=port)
 

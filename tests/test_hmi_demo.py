@@ -71,6 +71,23 @@ class TestDemoLive:
         assert len(pipes["demo.source.frames"]["stats"]["readers"]) == 2
         assert len(pipes["demo.sink.results"]["stats"]["writers"]) == 2
 
+    def test_modify_refusals(self, demo) -> None:  # type: ignore[no-untyped-def]
+        """On the demo every legal edge exists: a duplicate is 409, removing a required
+        input's feed 422, and nothing changes."""
+        from test_surface_kit import call
+
+        _, live = demo
+        before = live.state.connections_json()
+        status, body = call("POST", live.url + "/api/connections",
+                            {"source": "worker_a.results", "target": "sink.results"},
+                            live.surface.token)
+        assert status == 409 and "already connected" in body["error"]["message"]
+        cid = next(c["id"] for c in before if c["target"] == "worker_b.frames")
+        status, body = call("DELETE", f"{live.url}/api/connections/{cid}",
+                            token=live.surface.token)
+        assert status == 422 and "worker_b.frames is not connected" in body["error"]["message"]
+        assert [c["id"] for c in live.state.connections_json()] == [c["id"] for c in before]
+
     def test_cli_status_by_run_dir(self, demo, capsys) -> None:  # type: ignore[no-untyped-def]
         """`pykernel status --run-dir` finds the kernel and shows the flow."""
         kernel, _ = demo
@@ -80,7 +97,8 @@ class TestDemoLive:
 
     def test_hmi_shows_the_demo(self, demo) -> None:  # type: ignore[no-untyped-def]
         """Headless Chromium: running kernel, four flowing connections, rates that move,
-        fan-out and fan-in in the diagram; the shutdown shows servers stopping."""
+        fan-out and fan-in in the diagram, a stop click stops a worker (table and diagram
+        show it) and start brings it back; the shutdown shows servers stopping."""
         if not os.path.exists(CHROMIUM):
             require_tool("chromium")
         require_tool("dot")
@@ -107,6 +125,21 @@ class TestDemoLive:
                 assert len(seen) >= 2 and any(float(v) > 0 for v in seen), seen
                 diagram = page.locator("#diagram svg").text_content() or ""
                 assert "fan-out" in diagram and "fan-in" in diagram
+                # The operator stops worker_b: the executor stops it, the page shows it.
+                page.evaluate(f"setToken({live.surface.token!r})")
+                page.click('tr[data-server="worker_b"] button.stop')
+                page.wait_for_selector('tr[data-server="worker_b"] '
+                                       'td.state[data-state="stopped"]')
+                assert kernel.status().service("worker_b").pid is None
+                page.wait_for_selector('tr[data-source="source.frames"]'
+                                       '[data-target="worker_b.frames"] '
+                                       'td.state[data-state="broken"]')
+                node = page.locator("#diagram g.node",
+                                    has=page.locator("title", has_text="server:worker_b"))
+                node.locator("text", has_text="stopped").wait_for()
+                page.click('tr[data-server="worker_b"] button.start')
+                page.wait_for_selector('tr[data-server="worker_b"] '
+                                       'td.state[data-state="running"]')
                 live.stopping()  # as `pykernel up` does on a signal; the surface stays up
                 kernel.stop()
                 page.wait_for_function(
