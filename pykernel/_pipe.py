@@ -6,7 +6,7 @@ import os
 import re
 import weakref
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from pykernel._core import ffi, lib
 from pykernel._errors import ClosedError, GeometryError, PipeNameError, SegmentError
@@ -289,6 +289,10 @@ class Pipe:
     def __del__(self) -> None:
         if getattr(self, "_h", None) is not None:
             self.close()
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """Pickle by name: the receiving process (e.g. a spawned child) maps it anew."""
+        return (Pipe.open, (self.name,))
 
     def __repr__(self) -> str:
         state = "closed" if self._h is None else f"{self.slots}x{self.slot_size}B"

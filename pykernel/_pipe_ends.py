@@ -299,6 +299,12 @@ class _End:
         """Detach from the pipe (idempotent)."""
         raise NotImplementedError
 
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"a pipe {self._kind} belongs to the process that attached it; pass the Pipe "
+            f"(it pickles by name) and attach a {self._kind} in the other process"
+        )
+
     def __enter__(self) -> Any:
         return self
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import stat
 import struct
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from test_pipe_support import PipeNames, pipe_names
+from test_pipe_support import (
+    CTX,
+    PipeNames,
+    echo_from_pickled_pipe,
+    kill_and_reap,
+    pipe_names,
+)
 
 import pykernel
 from pykernel import (
@@ -157,6 +164,30 @@ class TestLifecycle:
             w.close()
             r.close()
             p.writer().close()  # the places are free again
+
+
+class TestPickling:
+    def test_pipe_pickles_by_name(self, names: PipeNames) -> None:
+        """A Pipe passed to a spawned child is opened there by name."""
+        with Pipe.create(names(), slot_size=16, slots=8) as p, p.writer() as w:
+            results = CTX.Queue()
+            proc = CTX.Process(target=echo_from_pickled_pipe, args=(p, results))
+            proc.start()
+            try:
+                w.send(b"over there")
+                assert results.get(timeout=30) == (p.name, 8, b"over there")
+                proc.join(30)
+            finally:
+                kill_and_reap(proc)
+
+    def test_ends_refuse_pickling(self, names: PipeNames) -> None:
+        """Writers and readers say to pass the Pipe instead."""
+        with Pipe.create(names(), slot_size=16, slots=8) as p, p.reader() as r:
+            w = p.writer()
+            with pytest.raises(TypeError, match="pass the Pipe"):
+                pickle.dumps(w)
+            with pytest.raises(TypeError, match="attach a reader"):
+                pickle.dumps(r)
 
 
 class TestBadArguments:

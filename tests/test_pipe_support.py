@@ -206,3 +206,9 @@ def block_until_interrupted(name: str, reading: bool, started: Any, results: Any
         else:
             results.put("returned")
         end.close()
+
+
+def echo_from_pickled_pipe(pipe: Pipe, results: Any) -> None:
+    """Receive a pickled Pipe (opened by name in this process) and report one message."""
+    with pipe, pipe.reader() as r:
+        results.put((pipe.name, pipe.slots, r.recv(timeout=30)))
