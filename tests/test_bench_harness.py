@@ -20,6 +20,7 @@ import pytest
 from pykernel._errors import UsageError
 from pykernel.bench import CASES, BenchConfig, BenchError, Transport, render, run_bench, run_case
 from pykernel.bench._cases import Case
+from pykernel.bench._harness import roles_for
 from pykernel.bench._peers_std import MpPipe, OsPipe, _FdLink, _FdReceiver
 from pykernel.bench._pykernel import PykernelBatch, PykernelPerCall, PykernelZeroCopy
 from pykernel.bench._transport import Channel, Receiver, Sender
@@ -141,6 +142,25 @@ class Absent(Transport):
     label = "absent-ipc"
     module = "no_such_module_for_pykernel_bench"
     cases = frozenset({"oneway64"})
+
+
+class TestPinning:
+    def test_two_sides_on_different_cores(self) -> None:
+        """The lone side gets the first core, the other side the rest."""
+        pins = {r.name: r.cpu for r in roles_for(CASE["rtt64"], [0, 1])}
+        assert pins == {"client": 0, "echo": 1}
+        fanin = {r.name: r.cpu for r in roles_for(CASE["fanin64"], [2, 5])}
+        assert fanin == {"reader 0": 2, "writer 0": 5, "writer 1": 5, "writer 2": 5, "writer 3": 5}
+
+    def test_fan_out_readers_spread_over_the_other_cores(self) -> None:
+        """With three cores the four readers alternate over the two the writer leaves."""
+        pins = [r.cpu for r in roles_for(CASE["fanout64"], [0, 1, 2])]
+        assert pins == [0, 1, 2, 1, 2]
+
+    def test_no_pinning_on_one_core(self) -> None:
+        """A single usable core (or pin=False) pins nothing."""
+        assert {r.cpu for r in roles_for(CASE["oneway64"], [3])} == {None}
+        assert {r.cpu for r in roles_for(CASE["oneway64"], None)} == {None}
 
 
 class TestRunCase:
