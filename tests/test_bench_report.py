@@ -180,12 +180,15 @@ class TestReportOutput:
         assert set(data) == {
             "machine",
             "config",
+            "metrics",
             "transports",
             "results",
             "values",
             "ratios",
             "targets",
         }
+        heading = {"key": "rtt64.p50_us", "heading": "RTT p50 µs", "lower_is_better": True}
+        assert heading in data["metrics"]
         assert data["values"]["pykernel"]["oneway64.msgs_per_s"] == 900e3
         assert data["ratios"]["pykernel"]["oneway64.msgs_per_s"]["mp-pipe"] == 3.0
         assert len(data["targets"]) == len(TARGETS)

@@ -247,6 +247,10 @@ class Report:
         return {
             "machine": self.machine,
             "config": self.config,
+            "metrics": [
+                {"key": m.key, "heading": m.heading, "lower_is_better": m.lower_is_better}
+                for m in METRICS
+            ],
             "transports": [asdict(t) for t in self.transports],
             "results": [asdict(r) for r in self.results],
             "values": vals,
