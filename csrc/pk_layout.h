@@ -147,6 +147,7 @@ struct pk_reader {
     pk_reader_rec *rec;
     uint32_t index;
     uint32_t spin_ns;
+    int32_t pid;        /* the attaching process (a forked copy must not detach) */
     uint64_t pos;       /* next position to read (rec->tail mirror) */
     int viewing;        /* pk_view handed out the slot at pos */
     uint64_t late_wakeups; /* sleeps that timed out although a message was there */

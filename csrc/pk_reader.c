@@ -150,6 +150,7 @@ int pk_reader_attach(pk_pipe *p, pk_reader **out)
             r->rec = rr;
             r->index = i;
             r->spin_ns = PK_DEFAULT_SPIN_NS;
+            r->pid = me;
             if (p->shape == PK_SHAPE_MULTIPLEXER) {
                 /* A late reader starts at the head. The fence orders our pid CAS before the
                  * head load (Dekker with slowest_tail): a writer that missed us had stored
@@ -294,6 +295,10 @@ void pk_reader_detach(pk_reader *r)
 {
     if (!r)
         return;
+    if ((int32_t)getpid() != r->pid) { /* a forked child's copy: the record is the parent's */
+        free(r);
+        return;
+    }
     pk_pipe *p = r->p;
     pk_st_rlx(&r->rec->start, 0);
     /* Pairs with writers' load-acquire of pid (slowest_tail, ticks). */

@@ -405,6 +405,10 @@ void pk_writer_detach(pk_writer *w)
 {
     if (!w)
         return;
+    if ((int32_t)getpid() != w->pid) { /* a forked child's copy: the record is the parent's */
+        free(w);
+        return;
+    }
     pk_abort(w);
     pk_pipe *p = w->p;
     pk_set_claim(w, 0, 0);

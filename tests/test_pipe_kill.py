@@ -248,3 +248,21 @@ class TestStaleSegments:
             kill_and_reap(proc)
         assert name in clean_pipes()
         assert not os.path.exists(f"/dev/shm/pykernel.{name}")
+
+
+class TestFork:
+    def test_forked_copy_does_not_detach_parent(self, names: PipeNames) -> None:
+        """A forked child closing its inherited ends leaves the parent's records alone."""
+        with Pipe.create(names(), slot_size=16, slots=4) as pipe, pipe.writer() as w, \
+                pipe.reader() as r:
+            pid = os.fork()
+            if pid == 0:  # child: close the inherited copies, then leave at once
+                w.close()
+                r.close()
+                pipe.close()
+                os._exit(0)
+            os.waitpid(pid, 0)
+            s = pipe.stats()
+            assert s.writers[0].pid == os.getpid() and s.readers[0].pid == os.getpid()
+            w.send(b"still mine")
+            assert r.recv(timeout=BOUND) == b"still mine"
