@@ -59,6 +59,8 @@ typedef struct pk_hdr {
     _Atomic uint32_t writer_seen; /* a writer attached once: a missing writer is now "gone" */
     _Atomic int32_t repair_pid;   /* holder of the repair lock (reaping dead peers, aborting
                                      dead claims); CAS 0 -> pid, stolen if the holder died */
+    uint32_t creator_pidns;       /* pid namespace (inode) of the creator: pids are judged
+                                     only from inside the namespace they belong to */
     /* line 2: the claim cursor */
     alignas(PK_CACHE_LINE) _Atomic uint64_t head;
     /* line 3: readers sleep here; writers bump it when data_waiters > 0 */
@@ -76,8 +78,8 @@ static_assert(offsetof(pk_hdr, space_word) == 256, "space futex on its own line"
 static_assert(sizeof(pk_hdr) == 320, "header is five cache lines");
 
 typedef struct pk_reader_rec {
-    _Atomic int32_t pid;    /* 0 free, > 0 owner, < 0 being reaped */
-    uint32_t pad0;
+    _Atomic int32_t pid;    /* 0 free, > 0 owner */
+    _Atomic uint32_t pidns; /* owner's pid namespace (inode), set before start */
     _Atomic uint64_t start; /* owner's start time (clock ticks since boot), pid-reuse guard */
     _Atomic uint64_t tail;  /* next position to read; store-release by the reader pairs with
                                the writers' load-acquire before they reuse a slot */
@@ -93,7 +95,7 @@ typedef struct pk_writer_rec {
     _Atomic uint64_t claim_pos; /* combiner: [claim_pos, claim_pos + claim_n) is (being)
                                    claimed by this writer; claim_n 0 = none */
     _Atomic uint32_t claim_n;
-    uint32_t pad0;
+    _Atomic uint32_t pidns; /* owner's pid namespace (inode), set before start */
     _Atomic uint64_t messages, bytes, waits, full; /* owned by the writer */
 } pk_writer_rec;
 
@@ -163,8 +165,11 @@ static inline pk_slot *pk_slot_at(const pk_pipe *p, uint64_t pos)
 static inline unsigned char *pk_payload(pk_slot *s) { return (unsigned char *)s + PK_SLOT_HEADER; }
 
 /* pk_segment.c */
-int pk_alive_rec(int32_t pid, uint64_t start);
+/* Whether a record's owner may still act: its pid is alive, or it lives in another pid
+ * namespace, where this process cannot judge its pid (then it is assumed alive). */
+int pk_peer_alive(uint32_t pidns, int32_t pid, uint64_t start);
 uint64_t pk_self_start(void);
+uint32_t pk_self_pidns(void);
 int64_t pk_now_ns(void);
 
 /* pk_wait.c: spin, then sleep on `word` until cond() != 0, timeout, or tick() < 0. */

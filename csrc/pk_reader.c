@@ -145,7 +145,8 @@ int pk_reader_attach(pk_pipe *p, pk_reader **out)
                 pk_st_rel(&rr->pid, 0);
                 return -ENOMEM;
             }
-            pk_st_rel(&rr->start, pk_self_start());
+            pk_st_rlx(&rr->pidns, pk_self_pidns());
+            pk_st_rel(&rr->start, pk_self_start()); /* publishes pidns too */
             r->p = p;
             r->rec = rr;
             r->index = i;

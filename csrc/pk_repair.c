@@ -85,7 +85,7 @@ static int claimers(pk_pipe *p, uint64_t pos, int *dead)
         uint32_t n;
         int ok = read_claim(wr, &cp, &n);
         int covers = n != 0 && pos - cp < n; /* unsigned: also right across 2^64 */
-        int alive = pk_pid_alive(pid, pk_ld_acq(&wr->start));
+        int alive = pk_peer_alive(pk_ld_acq(&wr->pidns), pid, pk_ld_acq(&wr->start));
         if (alive && (covers || !ok))
             live = 1;
         else if (!alive && covers)
@@ -132,7 +132,7 @@ int pk_reap_writers(pk_pipe *p)
         for (uint32_t i = 0; i < p->hdr->max_writers; i++) {
             pk_writer_rec *wr = &p->writers[i];
             int32_t pid = pk_ld_acq(&wr->pid);
-            if (pid <= 0 || pk_pid_alive(pid, pk_ld_acq(&wr->start)))
+            if (pid <= 0 || pk_peer_alive(pk_ld_acq(&wr->pidns), pid, pk_ld_acq(&wr->start)))
                 continue;
             int done = 1;
             if (p->shape == PK_SHAPE_COMBINER) {
@@ -176,7 +176,7 @@ int pk_reap_readers(pk_pipe *p)
     for (uint32_t i = 0; i < p->hdr->max_readers; i++) {
         pk_reader_rec *rr = &p->readers[i];
         int32_t pid = pk_ld_acq(&rr->pid);
-        if (pid <= 0 || pk_pid_alive(pid, pk_ld_acq(&rr->start)))
+        if (pid <= 0 || pk_peer_alive(pk_ld_acq(&rr->pidns), pid, pk_ld_acq(&rr->start)))
             continue;
         pk_st_rlx(&rr->start, 0);
         pk_st_rel(&rr->pid, 0); /* pairs with attachers' CAS and writers' scans */
@@ -193,7 +193,7 @@ int pk_any_live_writer(pk_pipe *p)
     for (uint32_t i = 0; i < p->hdr->max_writers; i++) {
         pk_writer_rec *wr = &p->writers[i];
         int32_t pid = pk_ld_acq(&wr->pid);
-        if (pid > 0 && pk_pid_alive(pid, pk_ld_acq(&wr->start)))
+        if (pid > 0 && pk_peer_alive(pk_ld_acq(&wr->pidns), pid, pk_ld_acq(&wr->start)))
             return 1;
     }
     return 0;

@@ -113,20 +113,48 @@ int pk_pid_alive(int32_t pid, uint64_t start_ticks)
     return 1;
 }
 
-int pk_alive_rec(int32_t pid, uint64_t start) { return pk_pid_alive(pid, start); }
-
 static uint64_t self_start_cache;
+static uint32_t self_pidns_cache;
 
-uint64_t pk_self_start(void)
+static void self_refresh(void)
 {
     /* Cached per process; a forked child has another pid and must not use the parent's. */
     static int32_t cached_pid;
     int32_t me = (int32_t)getpid();
     if (cached_pid != me) {
+        struct stat st;
         self_start_cache = pk_pid_start_ticks(me);
+        self_pidns_cache = stat("/proc/self/ns/pid", &st) == 0 ? (uint32_t)st.st_ino : 0;
         cached_pid = me;
     }
+}
+
+uint64_t pk_self_start(void)
+{
+    self_refresh();
     return self_start_cache;
+}
+
+uint32_t pk_self_pidns(void)
+{
+    self_refresh();
+    return self_pidns_cache;
+}
+
+int pk_peer_alive(uint32_t pidns, int32_t pid, uint64_t start)
+{
+    if (pid <= 0)
+        return 0;
+    if (pidns != pk_self_pidns()) /* e.g. a process under `unshare --pid`: not ours to judge */
+        return 1;
+    return pk_pid_alive(pid, start);
+}
+
+int pk_pipe_creator_alive(const pk_pipe *p)
+{
+    if (!p)
+        return 0;
+    return pk_peer_alive(p->hdr->creator_pidns, p->hdr->creator_pid, p->hdr->creator_start);
 }
 
 /* ---- mapping ------------------------------------------------------------------------- */
@@ -199,6 +227,7 @@ int pk_pipe_create(const char *shm_name, const pk_geometry *g, uint32_t mode, pk
     h->max_writers = g->max_writers;
     h->creator_pid = (int32_t)getpid();
     h->creator_start = pk_self_start();
+    h->creator_pidns = pk_self_pidns();
     h->start_pos = g->start_pos;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -320,7 +349,7 @@ int pk_pipe_stats(const pk_pipe *p, pk_stats *out, pk_reader_stats *readers, uin
         if (i < nr && readers) {
             readers[i] = (pk_reader_stats){
                 .pid = pid,
-                .alive = pid > 0 ? pk_pid_alive(pid, pk_ld_rlx(&rr->start)) : 0,
+                .alive = pk_peer_alive(pk_ld_rlx(&rr->pidns), pid, pk_ld_rlx(&rr->start)),
                 .position = tail,
                 .messages = pk_ld_rlx(&rr->messages),
                 .bytes = pk_ld_rlx(&rr->bytes),
@@ -335,7 +364,7 @@ int pk_pipe_stats(const pk_pipe *p, pk_stats *out, pk_reader_stats *readers, uin
         int32_t pid = pk_ld_rlx(&wr->pid);
         writers[i] = (pk_writer_stats){
             .pid = pid,
-            .alive = pid > 0 ? pk_pid_alive(pid, pk_ld_rlx(&wr->start)) : 0,
+            .alive = pk_peer_alive(pk_ld_rlx(&wr->pidns), pid, pk_ld_rlx(&wr->start)),
             .messages = pk_ld_rlx(&wr->messages),
             .bytes = pk_ld_rlx(&wr->bytes),
             .waits = pk_ld_rlx(&wr->waits),

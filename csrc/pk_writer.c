@@ -193,7 +193,8 @@ int pk_writer_attach(pk_pipe *p, pk_writer **out)
                 pk_st_rel(&wr->pid, 0);
                 return -ENOMEM;
             }
-            pk_st_rel(&wr->start, pk_self_start());
+            pk_st_rlx(&wr->pidns, pk_self_pidns());
+            pk_st_rel(&wr->start, pk_self_start()); /* publishes pidns too */
             w->p = p;
             w->rec = wr;
             w->index = i;

@@ -112,6 +112,9 @@ int pk_pipe_stats(const pk_pipe *p, pk_stats *out, pk_reader_stats *readers, uin
  * skips the start-time check. pk_pid_start_ticks returns 0 when pid does not exist. */
 int pk_pid_alive(int32_t pid, uint64_t start_ticks);
 uint64_t pk_pid_start_ticks(int32_t pid);
+/* Whether the creator still runs (1 also when it lives in another pid namespace, whose
+ * pids this process cannot judge). Peers' "alive" in pk_pipe_stats follows the same rule. */
+int pk_pipe_creator_alive(const pk_pipe *p);
 
 /* Writers. */
 int pk_writer_attach(pk_pipe *p, pk_writer **out);

@@ -117,7 +117,7 @@ def pipe_info(name: str) -> PipeInfo:
         info = ffi.new("pk_pipe_info *")
         lib.pk_pipe_info_get(pipe._handle(), info)
         stats = pipe.stats()
-        creator_alive = bool(lib.pk_pid_alive(info.creator_pid, info.creator_start))
+        creator_alive = bool(lib.pk_pipe_creator_alive(pipe._handle()))
         readers = tuple(r.pid for r in stats.readers if r.pid > 0)
         writers = tuple(w.pid for w in stats.writers if w.pid > 0)
         live = [r.pid for r in stats.readers if r.alive] + [w.pid for w in stats.writers if w.alive]

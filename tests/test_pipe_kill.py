@@ -7,13 +7,17 @@ right outcome (not PipeTimeout) well within it; the liveness check runs every 20
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+from conftest import require_root, require_tool
 from test_pipe_support import (
     CTX,
     STRESS,
@@ -253,8 +257,11 @@ class TestStaleSegments:
 class TestFork:
     def test_forked_copy_does_not_detach_parent(self, names: PipeNames) -> None:
         """A forked child closing its inherited ends leaves the parent's records alone."""
-        with Pipe.create(names(), slot_size=16, slots=4) as pipe, pipe.writer() as w, \
-                pipe.reader() as r:
+        with (
+            Pipe.create(names(), slot_size=16, slots=4) as pipe,
+            pipe.writer() as w,
+            pipe.reader() as r,
+        ):
             pid = os.fork()
             if pid == 0:  # child: close the inherited copies, then leave at once
                 w.close()
@@ -266,3 +273,28 @@ class TestFork:
             assert s.writers[0].pid == os.getpid() and s.readers[0].pid == os.getpid()
             w.send(b"still mine")
             assert r.recv(timeout=BOUND) == b"still mine"
+
+
+class TestPidNamespaces:
+    def test_other_namespace_does_not_judge_our_pids(self, names: PipeNames) -> None:
+        """clean_pipes run under `unshare --pid` leaves our live pipe and its peers alone."""
+        require_root()
+        unshare = require_tool("unshare")
+        name = names()
+        with Pipe.create(name, slot_size=16, slots=4) as pipe, pipe.writer() as w:
+            code = (
+                "from pykernel import Pipe, clean_pipes; import json; "
+                f"removed = clean_pipes(); p = Pipe.open({name!r}); s = p.stats(); "
+                "print(json.dumps([removed, s.writers[0].alive]))"
+            )
+            out = subprocess.run(
+                [unshare, "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+            removed, writer_alive = json.loads(out)
+            assert name not in removed and writer_alive
+            w.send(b"still here")
+            assert os.path.exists(f"/dev/shm/pykernel.{name}")
