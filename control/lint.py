@@ -11,6 +11,9 @@ types, commands, python entries and manifests) and then applies the graph rules 
 - endpoint dtypes/shapes agree and the writer's messages fit the reader's message size;
 - required terminals are connected; ``depends_on`` names servers and has no cycle.
 
+The ``discovery:`` section (:mod:`control.wiring_discovery`) adds one server, which
+connections and ``depends_on`` may name like any other.
+
 Warnings: an output nobody reads, a slot much larger than the largest message, a ring of
 256 MiB or more.
 Nothing is started: lint belongs in a user's build.
@@ -365,6 +368,8 @@ def _check_terminal_use(wiring: Wiring,
             key = (server.name, term.name)
             if key in used or key in named:
                 continue
+            if server.origin != "servers":
+                continue  # a section's server: its outputs are there for whoever wants them
             path = ("servers", server.name)
             if term.required:
                 out.append(wiring.diagnostic(

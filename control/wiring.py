@@ -16,9 +16,13 @@ A wiring file describes a static system (see the README section "wiring")::
     connections:
       - source.frames -> tool.frames             # short form
       - {from: tool.out, to: sink.in, slots: 256, slot_size: 8192, lossy: true}
+    discovery:                                   # optional: LLDP + beacon as a server
+      interfaces: [eth0]
+      passphrase_file: beacon.secret             # never the passphrase itself
 
 This module holds the records (:class:`Wiring`, :class:`ServerSpec`,
-:class:`ConnectionSpec`, :class:`Diagnostic`) and :func:`load_located`.
+:class:`ConnectionSpec`, :class:`Diagnostic`) and :func:`load_located`; the ``discovery:``
+section is :mod:`control.wiring_discovery`'s.
 :func:`control.wiring_read.read_wiring` checks every field; :mod:`control.lint` applies
 the graph rules.
 """
@@ -28,11 +32,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from control.manifest import Manifest, Path
+
+if TYPE_CHECKING:
+    from control.wiring_discovery import DiscoverySpec
 
 RESTART_POLICIES = ("never", "on-failure", "always")
 """Accepted ``restart`` values."""
@@ -41,7 +48,7 @@ NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 RESERVED_ENV_PREFIX = "PYKERNEL_"
 """Environment names the plan sets; a wiring file may not."""
 
-TOP_FIELDS = ("system", "python_path", "defaults", "servers", "connections")
+TOP_FIELDS = ("system", "python_path", "defaults", "servers", "connections", "discovery")
 DEFAULT_FIELDS = ("slots", "lossy", "mode", "restart", "backoff")
 SERVER_FIELDS = ("python", "command", "manifest", "cwd", "env", "restart", "backoff",
                  "depends_on")
@@ -265,6 +272,8 @@ class ServerSpec:
         backoff_max: cap on the restart delay in seconds.
         depends_on: servers that must be ready before this one starts.
         manifest: the resolved manifest.
+        origin: the wiring file's section that declared it: ``servers``, or ``discovery``
+            for the server the ``discovery:`` section expands into.
 
     """
 
@@ -279,6 +288,7 @@ class ServerSpec:
     backoff_max: float
     depends_on: tuple[str, ...]
     manifest: Manifest
+    origin: str = "servers"
 
 
 @dataclass(frozen=True)
@@ -326,6 +336,8 @@ class Wiring:
         connections: connections whose form is valid, in file order.
         broken: names of declared servers that have errors (graph rules skip them).
         locations: field path -> (line, column) in ``file``.
+        discovery: the ``discovery:`` section, or None when the file has none (when
+            enabled, its server is also among ``servers``).
 
     """
 
@@ -341,6 +353,7 @@ class Wiring:
     broken: frozenset[str] = frozenset()
     locations: Mapping[Path, tuple[int, int]] = field(default_factory=dict, compare=False,
                                                        repr=False)
+    discovery: DiscoverySpec | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {s.name: s for s in self.servers})

@@ -40,6 +40,7 @@ from control.wiring import (
     load_located,
     locate,
 )
+from control.wiring_discovery import read_discovery
 
 ENTRY_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 ENDPOINT_RE = re.compile(r"\s*([^\s.]+)\.([^\s.]+)\s*")
@@ -171,11 +172,23 @@ def read_wiring(file: str | os.PathLike[str]) -> tuple[Wiring | None, list[Diagn
         system = "invalid"
     python_path = _python_path(rd, top, base_dir)
     defaults = _defaults(rd, top.get("defaults") or {})
-    servers, broken = _servers(rd, top, base_dir, python_path, defaults)
+    discovery = None
+    if "discovery" in top:
+        discovery = read_discovery(rd, top["discovery"], base_dir, defaults["backoff"])
+    enabled = discovery is not None and discovery.enabled
+    servers, broken = _servers(rd, top, base_dir, python_path, defaults, may_be_empty=enabled)
+    if discovery is not None and enabled:
+        if discovery.name in {s.name for s in servers} | set(broken):
+            rd.error(("discovery", "name") if "name" in (top["discovery"] or {}) else
+                     ("discovery",), "duplicate-name",
+                     f"the discovery server would be named {discovery.name!r}, like a server "
+                     "in 'servers'; set discovery.name to another name")
+        else:
+            servers.append(discovery.server_spec(base_dir))
     connections = _connections(rd, top)
     wiring = Wiring(name, base_dir, system, python_path, defaults["slots"], defaults["lossy"],
                     defaults["mode"], tuple(servers), tuple(connections), frozenset(broken),
-                    doc.locations)
+                    doc.locations, discovery=discovery)
     return wiring, rd.diags
 
 
@@ -210,10 +223,13 @@ def _defaults(rd: _Reader, value: Any) -> dict[str, Any]:
 
 
 def _servers(rd: _Reader, top: dict[str, Any], base_dir: str, python_path: tuple[str, ...],
-             defaults: dict[str, Any]) -> tuple[list[ServerSpec], list[str]]:
+             defaults: dict[str, Any], *,
+             may_be_empty: bool = False) -> tuple[list[ServerSpec], list[str]]:
     if "servers" not in top:
         rd.error((), "missing-field", "missing required field 'servers'")
         return [], []
+    if may_be_empty and top["servers"] in (None, {}):
+        return [], []  # the discovery section's server is the only one
     raw = top["servers"]
     if not isinstance(raw, dict) or not raw:
         rd.error(("servers",), "type",
