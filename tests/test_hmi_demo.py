@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import require_tool
 
 from control.kernel import Kernel
@@ -25,7 +26,13 @@ CHROMIUM = "/usr/lib/chromium/chromium"
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kernel, LiveSystem]]:
     """The demo system booted by the real kernel, with its live state and surface (one per
     module: the browser test, last, shuts it down)."""
-    kernel = Kernel(build_plan(DEMO), run_dir=tmp_path_factory.mktemp("demo") / "run")
+    # Pipe names are host-wide: the demo under a name of its own cannot meet another run.
+    tmp = tmp_path_factory.mktemp("demo")
+    wiring = yaml.safe_load(DEMO.read_text())
+    wiring["system"] = f"demo-hmi-{os.getpid()}"
+    wiring["python_path"] = [str(DEMO.parent.parent)]
+    (tmp / "demo.yaml").write_text(yaml.safe_dump(wiring))
+    kernel = Kernel(build_plan(tmp / "demo.yaml"), run_dir=tmp / "run")
     live = LiveSystem(kernel, interval=0.2).start()
     try:
         kernel.start()
@@ -68,8 +75,9 @@ class TestDemoLive:
         for c in live.state.connections_json():
             assert c["flow"]["msgs_per_s"] > 0, c
         pipes = {p["name"]: p for p in live.state.pipes_json()}
-        assert len(pipes["demo.source.frames"]["stats"]["readers"]) == 2
-        assert len(pipes["demo.sink.results"]["stats"]["writers"]) == 2
+        system = live.state.system
+        assert len(pipes[f"{system}.source.frames"]["stats"]["readers"]) == 2
+        assert len(pipes[f"{system}.sink.results"]["stats"]["writers"]) == 2
 
     def test_modify_refusals(self, demo) -> None:  # type: ignore[no-untyped-def]
         """On the demo every legal edge exists: a duplicate is 409, removing a required
@@ -93,7 +101,8 @@ class TestDemoLive:
         kernel, _ = demo
         assert main(["status", "--run-dir", str(kernel.run_dir), "--json"]) == 0
         data = json.loads(capsys.readouterr().out)
-        assert data["system"]["system"] == "demo" and data["system"]["state"] == "running"
+        assert data["system"]["system"].startswith("demo-hmi-")
+        assert data["system"]["state"] == "running"
 
     def test_hmi_shows_the_demo(self, demo) -> None:  # type: ignore[no-untyped-def]
         """Headless Chromium: running kernel, four flowing connections, rates that move,
@@ -138,6 +147,7 @@ class TestDemoLive:
                                     has=page.locator("title", has_text="server:worker_b"))
                 node.locator("text", has_text="stopped").wait_for()
                 page.click('tr[data-server="worker_b"] button.start')
+                page.wait_for_selector("#message:has-text('start: done')")
                 page.wait_for_selector('tr[data-server="worker_b"] '
                                        'td.state[data-state="running"]')
                 live.stopping()  # as `pykernel up` does on a signal; the surface stays up
