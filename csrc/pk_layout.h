@@ -127,6 +127,8 @@ struct pk_pipe {
     uint32_t slot_size;
     uint32_t shape;
     uint32_t lossy;
+    _Atomic int refs;   /* the handle itself plus each attached end: unmapped at zero, so an
+                           end detached after pk_pipe_close never touches unmapped memory */
 };
 
 struct pk_writer {
@@ -168,6 +170,8 @@ static inline unsigned char *pk_payload(pk_slot *s) { return (unsigned char *)s 
 /* Whether a record's owner may still act: its pid is alive, or it lives in another pid
  * namespace, where this process cannot judge its pid (then it is assumed alive). */
 int pk_peer_alive(uint32_t pidns, int32_t pid, uint64_t start);
+void pk_pipe_ref(pk_pipe *p);
+void pk_pipe_unref(pk_pipe *p);
 uint64_t pk_self_start(void);
 uint32_t pk_self_pidns(void);
 int64_t pk_now_ns(void);

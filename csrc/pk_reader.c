@@ -145,6 +145,7 @@ int pk_reader_attach(pk_pipe *p, pk_reader **out)
                 pk_st_rel(&rr->pid, 0);
                 return -ENOMEM;
             }
+            pk_pipe_ref(p);
             pk_st_rlx(&rr->pidns, pk_self_pidns());
             pk_st_rel(&rr->start, pk_self_start()); /* publishes pidns too */
             r->p = p;
@@ -296,14 +297,16 @@ void pk_reader_detach(pk_reader *r)
 {
     if (!r)
         return;
+    pk_pipe *p = r->p;
     if ((int32_t)getpid() != r->pid) { /* a forked child's copy: the record is the parent's */
         free(r);
+        pk_pipe_unref(p);
         return;
     }
-    pk_pipe *p = r->p;
     pk_st_rlx(&r->rec->start, 0);
     /* Pairs with writers' load-acquire of pid (slowest_tail, ticks). */
     pk_st_rel(&r->rec->pid, 0);
     pk_wake(&p->hdr->space_word, &p->hdr->space_waiters); /* a slow reader leaving frees room */
     free(r);
+    pk_pipe_unref(p);
 }

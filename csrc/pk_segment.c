@@ -161,6 +161,7 @@ int pk_pipe_creator_alive(const pk_pipe *p)
 
 static void fill_handle(pk_pipe *p, pk_hdr *h, size_t bytes)
 {
+    atomic_init(&p->refs, 1);
     p->hdr = h;
     p->map_bytes = bytes;
     p->readers = (pk_reader_rec *)((unsigned char *)h + sizeof(pk_hdr));
@@ -313,12 +314,21 @@ int pk_pipe_info_get(const pk_pipe *p, pk_pipe_info *out)
     return 0;
 }
 
+void pk_pipe_ref(pk_pipe *p) { atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); }
+
+void pk_pipe_unref(pk_pipe *p)
+{
+    /* acq_rel: every use of the mapping by other holders happens before the unmap. */
+    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+        munmap(p->hdr, p->map_bytes);
+        free(p);
+    }
+}
+
 void pk_pipe_close(pk_pipe *p)
 {
-    if (!p)
-        return;
-    munmap(p->hdr, p->map_bytes);
-    free(p);
+    if (p)
+        pk_pipe_unref(p);
 }
 
 int pk_pipe_unlink(const char *shm_name)

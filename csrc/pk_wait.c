@@ -95,13 +95,15 @@ int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, 
         if (rc != 0 || now >= deadline)
             return rc;
         atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst); /* Dekker: see top */
+        pk_fence_sc(); /* pairs with pk_wake's fence: the re-check below sees its publication */
         rc = cond(ctx);
         if (rc == 0) {
             int64_t until = next_tick < deadline ? next_tick : deadline;
-            /* A sleep that ran out its time while the condition already held means a wake-up
-             * was lost (or raced the timer by microseconds): counted for the tests. */
+            /* A sleep that ran out its time while the condition held and nobody bumped the
+             * word: whoever made it hold skipped the wake (Dekker broken). Counted for the
+             * tests; a wake that merely raced the timer did bump the word. */
             int e = futex_wait(word, seen, until > now ? until - now : 1);
-            if (e == ETIMEDOUT && late && cond(ctx))
+            if (e == ETIMEDOUT && late && pk_ld_acq(word) == seen && cond(ctx))
                 (*late)++;
             else if (e == EINTR)
                 rc = cond(ctx) ? 1 : -EINTR; /* let the caller run its signal handlers */

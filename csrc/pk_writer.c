@@ -193,6 +193,7 @@ int pk_writer_attach(pk_pipe *p, pk_writer **out)
                 pk_st_rel(&wr->pid, 0);
                 return -ENOMEM;
             }
+            pk_pipe_ref(p);
             pk_st_rlx(&wr->pidns, pk_self_pidns());
             pk_st_rel(&wr->start, pk_self_start()); /* publishes pidns too */
             w->p = p;
@@ -406,12 +407,13 @@ void pk_writer_detach(pk_writer *w)
 {
     if (!w)
         return;
+    pk_pipe *p = w->p;
     if ((int32_t)getpid() != w->pid) { /* a forked child's copy: the record is the parent's */
         free(w);
+        pk_pipe_unref(p);
         return;
     }
     pk_abort(w);
-    pk_pipe *p = w->p;
     pk_set_claim(w, 0, 0);
     pk_st_rlx(&w->rec->start, 0);
     /* Pairs with readers' load-acquire of pid in their liveness tick: everything we
@@ -419,4 +421,5 @@ void pk_writer_detach(pk_writer *w)
     pk_st_rel(&w->rec->pid, 0);
     pk_wake(&p->hdr->data_word, &p->hdr->data_waiters);
     free(w);
+    pk_pipe_unref(p);
 }

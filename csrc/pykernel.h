@@ -103,6 +103,7 @@ size_t pk_segment_size(const pk_geometry *g);
 int pk_pipe_create(const char *shm_name, const pk_geometry *g, uint32_t mode, pk_pipe **out);
 int pk_pipe_open(const char *shm_name, pk_pipe **out);
 int pk_pipe_info_get(const pk_pipe *p, pk_pipe_info *out);
+/* Releases the handle; the mapping stays until every end attached through it detached. */
 void pk_pipe_close(pk_pipe *p);
 int pk_pipe_unlink(const char *shm_name);
 int pk_pipe_stats(const pk_pipe *p, pk_stats *out, pk_reader_stats *readers, uint32_t nreaders,

@@ -1,8 +1,9 @@
 """No lost wake-ups: sleepers on the futex are always woken by the publication itself.
 
 With spinning off, every wait sleeps on the futex. A wake-up that was lost would still be
-rescued by the 20 ms liveness timer, so the test counts the sleeps that ran out their time
-while the condition already held (``late_wakeups``): that must stay zero.
+rescued by the 20 ms liveness timer, so the ends count the sleeps that ran out their time
+while the condition held and the futex word was never bumped (``late_wakeups``): that must
+stay zero.
 """
 
 from __future__ import annotations
