@@ -9,11 +9,9 @@ from typing import Any
 
 import pytest
 from conftest import require_tool
-from test_surface_kit import PipeActions, plan_of
+from test_surface_kit import PipeActions, served_system
 
 from control.graph import SERVER_COLOURS
-from control.state import SystemState
-from control.state_flow import FlowSampler
 from control.surface import Surface
 
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -39,21 +37,8 @@ def browser() -> Iterator[Any]:
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Surface, PipeActions]]:
     """The test system running on real pipes, sampled and served (each test leaves it as
     it found it: what is stopped is started again, what is connected disconnected)."""
-    tmp_path = tmp_path_factory.mktemp("hmi")
-    plan = plan_of(tmp_path)
-    actions = PipeActions(SystemState.from_plan(plan), plan, period=0.005)
-    sampler = FlowSampler(actions.state, interval=0.2, quiet_after=1.0)
-    surface = None
-    try:
-        actions.boot()
-        sampler.start()
-        surface = Surface(actions.state, actions, run_dir=tmp_path / "run").start()
-        yield surface, actions
-    finally:
-        if surface is not None:
-            surface.stop()
-        sampler.stop()
-        actions.close()
+    with served_system(tmp_path_factory.mktemp("hmi"), period=0.005, sample_every=0.2) as served:
+        yield served
 
 
 @pytest.fixture

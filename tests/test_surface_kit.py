@@ -20,12 +20,14 @@ import textwrap
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from control.plan import Plan, PlannedConnection, PlannedPipe, build_plan, connection_id
 from control.state import SystemState
-from control.surface import KernelActions
+from control.state_flow import FlowSampler
+from control.surface import KernelActions, Surface
 from pykernel import PykernelError
 
 PY = sys.executable
@@ -263,6 +265,34 @@ class PipeActions(KernelActions):
             with contextlib.suppress(PykernelError):
                 self._pipe_cls.unlink(name)
         self.pipes.clear()
+
+
+@contextlib.contextmanager
+def served_system(directory: Path, period: float = 0.002,
+                  sample_every: float | None = None) -> Iterator[tuple[Surface, PipeActions]]:
+    """Run the test system on real pipes and processes, served by a surface with its actions.
+
+    Args:
+        directory: where the wiring file and the run directory go.
+        period: seconds between a writer's messages.
+        sample_every: run a flow sampler at this interval (None: no sampler).
+    """
+    plan = plan_of(directory)
+    actions = PipeActions(SystemState.from_plan(plan), plan, period=period)
+    sampler = FlowSampler(actions.state, interval=sample_every) if sample_every else None
+    surface = None
+    try:
+        actions.boot()
+        if sampler is not None:
+            sampler.start()
+        surface = Surface(actions.state, actions, run_dir=directory / "run").start()
+        yield surface, actions
+    finally:
+        if surface is not None:
+            surface.stop()
+        if sampler is not None:
+            sampler.stop()
+        actions.close()
 
 
 class TestKit:

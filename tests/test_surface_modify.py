@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_surface_kit import PipeActions, call, plan_of
+from test_surface_kit import PipeActions, call, served_system
 
 from control.lint import lint_file
 from control.plan import build_plan, connection_id
-from control.state import SystemState
 from control.surface import Surface
 from pykernel import Pipe, PipeNotFoundError
 
@@ -18,17 +17,8 @@ from pykernel import Pipe, PipeNotFoundError
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[tuple[Surface, PipeActions]]:
     """A booted test kernel served by a surface with its actions."""
-    plan = plan_of(tmp_path)
-    actions = PipeActions(SystemState.from_plan(plan), plan)
-    surface = None
-    try:
-        actions.boot()
-        surface = Surface(actions.state, actions, run_dir=tmp_path / "run").start()
-        yield surface, actions
-    finally:
-        if surface is not None:
-            surface.stop()
-        actions.close()
+    with served_system(tmp_path) as served:
+        yield served
 
 
 class TestConnect:
