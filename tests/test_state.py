@@ -288,3 +288,30 @@ class TestFlowAndWaiting:
         state = booted(plan)
         all_events = state.events_json()
         assert state.events_json(since=all_events[2]["seq"], limit=2) == all_events[3:5]
+
+
+class TestInvariants:
+    """Whatever legal moves the servers make, connections and kernel stay consistent."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["src", "a", "b", "sink", "spare"]),
+                              st.integers(0, 6)), max_size=40))
+    def test_connections_and_kernel_follow_servers(self, tmp_path_factory, moves) -> None:  # type: ignore[no-untyped-def]
+        """A down end breaks a connection, two up ends open it; failures degrade the kernel."""
+        plan = _PLAN.get("p") or _PLAN.setdefault("p", plan_of(tmp_path_factory.mktemp("p")))
+        state = booted(plan)
+        for name, pick in moves:
+            current = state.server_json(name)["state"]
+            targets = sorted(b for a, b in SERVER.moves if a == current)
+            if not targets:
+                continue
+            state.server_to(name, targets[pick % len(targets)], "fuzz", pid=1)
+            servers = {s["name"]: s["state"] for s in state.servers_json()}
+            for c in state.connections_json():
+                ends = {servers[c["source"].split(".")[0]], servers[c["target"].split(".")[0]]}
+                if ends & {"backoff", "failed", "stopped"}:
+                    assert c["state"] == "broken", (c, servers)
+                if ends <= {"ready", "running"}:
+                    assert c["state"] != "broken", (c, servers)
+            unhealthy = bool(set(servers.values()) & {"backoff", "failed"})
+            assert state.kernel_state == ("degraded" if unhealthy else "running")
