@@ -162,6 +162,10 @@ class Pipe:
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise GeometryError(f"mode must be permission bits in 0..0o777, got {mode!r}")
         size = lib.pk_segment_size(g)
+        if size == 0:
+            raise GeometryError(
+                f"pipe {name!r}: {slots} slots of {slot_size} bytes exceed the address space"
+            )
         _check_room(name, size)
         out = ffi.new("pk_pipe **")
         rc = lib.pk_pipe_create(path, g, mode, out)

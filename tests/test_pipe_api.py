@@ -529,6 +529,32 @@ class TestSegmentValidation:
         with pytest.raises(SegmentError, match="still being created"):
             Pipe.open(empty)
 
+    def test_close_before_end_is_memory_safe(self, names: PipeNames) -> None:
+        """In C, an end keeps the mapping alive after its pipe handle is closed."""
+        from pykernel._core import ffi, lib
+
+        name = names()
+        pp, wp = ffi.new("pk_pipe **"), ffi.new("pk_writer **")
+        g = ffi.new(
+            "pk_geometry *",
+            {
+                "slot_size": 8,
+                "slots": 2,
+                "shape": 0,
+                "flags": 0,
+                "max_readers": 1,
+                "max_writers": 1,
+                "start_pos": 0,
+            },
+        )
+        assert lib.pk_pipe_create(f"/pykernel.{name}".encode(), g, 0o600, pp) == 0
+        assert lib.pk_writer_attach(pp[0], wp) == 0
+        lib.pk_pipe_close(pp[0])
+        assert lib.pk_send(wp[0], b"ok", 2, 0) == 1  # still mapped
+        lib.pk_writer_detach(wp[0])  # the last reference: unmapped here
+        with Pipe.open(name) as p, p.reader() as r:
+            assert r.recv_nowait() == b"ok"
+
     def test_no_room(self, names: PipeNames) -> None:
         """A pipe larger than /dev/shm's free space is refused before mapping."""
         name = names()
@@ -537,3 +563,5 @@ class TestSegmentValidation:
         with pytest.raises(SegmentError, match="free"):
             Pipe.create(name, slot_size=(1 << 30), slots=slots)
         assert not os.path.exists(shm_path(name))
+        with pytest.raises(SegmentError, match="needs 1152921"):  # 2^30 x 1 GiB
+            Pipe.create(name, slot_size=(1 << 30), slots=1 << 30)
