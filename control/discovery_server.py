@@ -120,6 +120,7 @@ class HostessPeers:
         self._clock = clock
         self._lock = threading.Lock()
         self._peers: dict[str, dict[tuple[str, str, str], Candidate]] = {}
+        self._registered: set[str] = set()
         self.errors: list[str] = []
         """Hostess refusals, newest last (at most 100)."""
 
@@ -152,9 +153,9 @@ class HostessPeers:
     # -- state ------------------------------------------------------------------------
 
     def peers(self) -> list[str]:
-        """Return the UUIDs of the peers registered now."""
+        """Return the UUIDs of the peers registered in Hostess now."""
         with self._lock:
-            return sorted(self._peers)
+            return sorted(self._registered)
 
     def close(self) -> None:
         """Remove every peer this listener registered (at stop)."""
@@ -166,6 +167,7 @@ class HostessPeers:
     def _settle(self, uid: str, ident: Identity | None = None) -> None:
         """Make Hostess match ``self._peers[uid]`` (call with the lock held)."""
         entries = self._peers.get(uid, {})
+        self._registered.discard(uid)
         with contextlib.suppress(NotFoundError):
             self._call(self.hostess.leave, uid)
         if not entries:
@@ -181,6 +183,7 @@ class HostessPeers:
                 ident or peer_identity(latest), (), tags=tags,
                 metadata=peer_metadata(latest, self.found_by), lease=Lease.heartbeat(ttl),
             )  # fmt: skip
+            self._registered.add(uid)
         except HostessError as exc:
             self._failed(f"peer {latest.identity!r}: {exc}")
 
