@@ -149,6 +149,34 @@ class TestQueries:
         assert post["security"] == [{"bearer": []}]
         assert "422" in post["responses"]
 
+    def test_answers_match_the_openapi_schemas(self, served) -> None:  # type: ignore[no-untyped-def]
+        """Every JSON query route's answer fits the schema /openapi.json gives for it."""
+        surface, _ = served
+        doc = call("GET", surface.url + "/openapi.json")[1]
+        cid = surface.state.connections_json()[0]["id"]
+        checked = 0
+        for pattern, ops in doc["paths"].items():
+            content = ops.get("get", {}).get("responses", {}).get("200", {}).get("content", {})
+            schema = content.get("application/json", {}).get("schema")
+            if schema is None:
+                continue
+            path = pattern.replace("{name}", "src").replace("{id}", cid)
+            status, body = call("GET", surface.url + path)
+            assert status == 200
+            _conforms(body, schema, doc["components"]["schemas"], pattern)
+            checked += 1
+        assert checked == 9
+
+    def test_schema_check_catches_a_bad_answer(self, served) -> None:  # type: ignore[no-untyped-def]
+        """The check above is not vacuous: a wrong type or state is caught."""
+        defs = call("GET", served[0].url + "/openapi.json")[1]["components"]["schemas"]
+        good = served[0].state.connections_json()[0]
+        with pytest.raises(AssertionError, match="not in"):
+            _conforms({**good, "state": "dancing"}, {"$ref": "#/x/Connection"}, defs, "c")
+        with pytest.raises(AssertionError, match="missing 'flow'"):
+            _conforms({k: v for k, v in good.items() if k != "flow"},
+                      {"$ref": "#/x/Connection"}, defs, "c")
+
     def test_hmi_files(self, served) -> None:  # type: ignore[no-untyped-def]
         """The HMI page and its script and style are served."""
         url = served[0].url
@@ -446,3 +474,35 @@ def _read_event(sock: socket.socket, _buf: dict[int, bytes] = {}) -> dict[str, A
     _buf[id(sock)] = rest
     data = next(line[6:] for line in event.split(b"\n") if line.startswith(b"data: "))
     return json.loads(data)
+
+
+_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
+          "boolean": bool, "null": type(None)}
+
+
+def _conforms(value: Any, schema: dict[str, Any], defs: dict[str, Any], where: str) -> None:
+    """A small JSON Schema check: $ref, type (or list), enum, required, properties, items."""
+    if "$ref" in schema:
+        schema = defs[schema["$ref"].rsplit("/", 1)[1]]
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        ok = any(isinstance(value, _TYPES[k]) and not (k in ("integer", "number") and
+                                                        isinstance(value, bool))
+                 for k in kinds)
+        assert ok, f"{where}: {value!r} is not {kinds}"
+    if "enum" in schema:
+        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            assert key in value, f"{where}: missing {key!r}"
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                _conforms(value[key], sub, defs, f"{where}.{key}")
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, item in value.items():
+                _conforms(item, extra, defs, f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            _conforms(item, schema["items"], defs, f"{where}[{i}]")

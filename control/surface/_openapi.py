@@ -7,6 +7,7 @@ from typing import Any
 
 from control.state_model import CONNECTION, KERNEL, SERVER
 from control.surface._api import Route
+from control.surface._schemas import RETURNS, SCHEMAS
 
 _ERROR = {
     "type": "object",
@@ -31,10 +32,13 @@ _STATUS_TEXT = {
 
 
 def _operation(route: Route) -> dict[str, Any]:
+    content: dict[str, Any] = {}
+    if route.handler in RETURNS:
+        content["schema"] = RETURNS[route.handler]
     op: dict[str, Any] = {
         "operationId": route.handler, "summary": route.summary,
         "responses": {"200" if route.method == "GET" else "2XX": {
-            "description": "OK", "content": {route.media: {}}}},
+            "description": "OK", "content": {route.media: content}}},
     }
     params = [{"name": p[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
               for p in route.pattern.split("/") if p.startswith("{")]
@@ -78,6 +82,7 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": _ERROR,
+                **SCHEMAS,
                 "KernelState": {"type": "string", "enum": list(KERNEL.states)},
                 "ServerState": {"type": "string", "enum": list(SERVER.states)},
                 "ConnectionState": {"type": "string", "enum": list(CONNECTION.states)},
