@@ -29,7 +29,7 @@ from typing import Any
 from control.hostess.cli import default_db
 from control.hostess.errors import HostessError, IdentityError, NotFoundError
 from control.hostess.identity import Identity, check_fqdn, check_name
-from control.hostess.lease import Lease
+from control.hostess.lease import MAX_TTL, Lease
 from control.hostess.registry import Hostess
 from control.manifest import manifest
 from control.wiring_discovery import DISCOVERY_MANIFEST, PEER_CLASS_HEX
@@ -174,7 +174,7 @@ class HostessPeers:
             self._peers.pop(uid, None)
             return
         latest = max(entries.values(), key=lambda c: c.expires_at)
-        ttl = max(latest.expires_at - self._clock(), MIN_LEASE)
+        ttl = min(max(latest.expires_at - self._clock(), MIN_LEASE), MAX_TTL)
         tags = list(self.tags)
         if _IFACE_TAG.fullmatch(latest.iface):
             tags.append(f"via:{latest.iface}")

@@ -191,3 +191,15 @@ class TestUntrustedIdentities:
         assert bool(peers.errors) == (expected is None)
         peers.close()
         assert book.query("tag=peer") == []
+
+
+class TestLease:
+    def test_lease_follows_the_candidate_within_bounds(self, book: Hostess) -> None:
+        """The lease ends with the candidate; at least a second, at most Hostess's year."""
+        now = time.time()
+        for ttl, want in ((300.0, 300.0), (-50.0, 1.0), (1e10, 365 * 24 * 3600.0)):
+            peers = HostessPeers(book, clock=lambda: NOW)
+            peers.candidate_added(candidate(ttl=ttl))
+            (guest,) = guests(book).values()
+            assert guest["lease"]["expires"] == pytest.approx(now + want, abs=5)
+            peers.close()
