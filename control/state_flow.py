@@ -218,10 +218,17 @@ class FlowSampler:
 
     def _update(self, conn: dict[str, Any], geometry: dict[str, Any], pc: PipeCounters,
                 pids: dict[str, int]) -> None:
-        messages, nbytes, fill, drops, waits, backlog = _connection_counters(
-            conn, geometry, pc, pids)
+        picked = _connection_counters(conn, geometry, pc, pids)
         t = time.monotonic()
         track = self._tracks.setdefault(conn["id"], _Track())
+        if picked is None:
+            # Its end of a shared pipe has no process: nothing moves on this connection
+            # (the pipe's other connections may well be flowing).
+            flow = Flow(messages=max(track.messages, 0), bytes=track.bytes,
+                        fill_pct=100.0 * pc.fill, writer_waits=track.waits, time=time.time())
+            self.state.set_flow(conn["id"], flow, None, "")
+            return
+        messages, nbytes, fill, drops, waits, backlog = picked
         if track.messages < 0 or messages < track.messages:
             track.messages, track.bytes, track.time, track.last_progress = messages, nbytes, t, t
             track.waits = waits
@@ -246,24 +253,30 @@ class FlowSampler:
 
 
 def _connection_counters(conn: dict[str, Any], geometry: dict[str, Any], pc: PipeCounters,
-                         pids: dict[str, int]) -> tuple[int, int, float, int, int, int]:
+                         pids: dict[str, int]) -> tuple[int, int, float, int, int, int] | None:
     """Pick one connection's share of its pipe's counters.
 
     Returns:
-        (messages, bytes, fill fraction, drops, writer waits, backlog messages).
+        (messages, bytes, fill fraction, drops, writer waits, backlog messages); None when
+        the connection's own end of a shared (fan) pipe has no process (its server is down).
+        A server that is up but attached from another pid gets the pipe's totals.
 
     """
     slots = max(1, int(geometry["slots"]))
     backlog_all = round(pc.fill * slots)
     if geometry["shape"] == "multiplexer":
         pid = pids.get(conn["target"].split(".", 1)[0])
-        reader = next((r for r in pc.readers if pid and r.pid == pid), None)
+        if pid is None:
+            return None
+        reader = next((r for r in pc.readers if r.pid == pid), None)
         if reader is not None:
             return (reader.messages, reader.bytes, min(1.0, reader.backlog / slots),
                     reader.drops, pc.waits, reader.backlog)
     elif geometry["shape"] == "combiner":
         pid = pids.get(conn["source"].split(".", 1)[0])
-        writer = next((w for w in pc.writers if pid and w.pid == pid), None)
+        if pid is None:
+            return None
+        writer = next((w for w in pc.writers if w.pid == pid), None)
         if writer is not None:
             return (writer.messages, writer.bytes, pc.fill, pc.drops, writer.waits,
                     backlog_all)

@@ -110,7 +110,7 @@ class TestSampler:
         assert causes and "waiting, none moved" in causes[0]
 
     def test_stopped_server_breaks_and_idles(self, kernel: PipeActions) -> None:
-        """Stopping a: its connections break and stay broken whatever the flow says."""
+        """Stopping a: its connections break, stay broken and show no flow of b's."""
         sampler = FlowSampler(kernel.state, interval=0.1, quiet_after=0.3)
         _until(lambda: all(c["state"] == "flowing" for c in kernel.state.connections_json()),
                sampler)
@@ -122,6 +122,10 @@ class TestSampler:
         assert conns["src.out->a.inp"]["state"] == "broken"
         assert conns["a.res->sink.inp"]["state"] == "broken"
         assert conns["b.res->sink.inp"]["state"] == "flowing"
+        # The shared pipes still flow for b; none of it is counted for a's connections.
+        for key in ("src.out->a.inp", "a.res->sink.inp"):
+            assert conns[key]["flow"]["msgs_per_s"] == 0, conns[key]
+        assert conns["b.res->sink.inp"]["flow"]["msgs_per_s"] > 0
 
     def test_thread_runs_and_stops(self, kernel: PipeActions) -> None:
         """start() samples on its own; stop() ends the thread and closes its handles."""
