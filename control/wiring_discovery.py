@@ -18,7 +18,8 @@ located diagnostic; control does not import ``discovery`` to do it (the server r
 the options when it starts). The passphrase itself never appears in a wiring file.
 
 Environment checks (also lint errors): scapy must be importable unless ``receive_only``;
-``passphrase_file`` must exist and be readable (world-readable is a warning).
+``passphrase_file`` must exist and be readable (world-readable is a warning); without one,
+an unset passphrase variable is a warning.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ DISCOVERY_ENTRY = "control.discovery_server:run"
 """The python entry of the discovery server."""
 OPTIONS_ENV = "PYKERNEL_DISCOVERY_OPTIONS"
 """Environment variable carrying the server's options (a JSON object)."""
+DEFAULT_PASSPHRASE_ENV = "PYKERNEL_BEACON_PASSPHRASE"
+"""Where the beacon passphrase is read from when the section names no file."""
 DEFAULT_NAME = "discovery"
 """Server instance name when the section gives none."""
 DEFAULT_RESTART = "on-failure"
@@ -276,10 +279,17 @@ def _check_environment(rd: Checks, options: dict[str, Any], data: dict[str, Any]
         if problem is not None:
             rd.error(where, "discovery-needs-scapy",
                      f"discovery is enabled but cannot send LLDP frames: {problem}")
-    if not options.get("beacon", True) or "passphrase_file" not in options:
-        if "passphrase_file" in data and "passphrase_env" in data:
-            rd.error((*where, "passphrase_env"), "conflicting-fields",
-                     "give passphrase_file or passphrase_env, not both", severity="warning")
+    if not options.get("beacon", True):
+        return
+    if "passphrase_file" not in options:
+        if "passphrase_file" not in data:  # (a bad one is reported already)
+            env = options.get("passphrase_env", DEFAULT_PASSPHRASE_ENV)
+            if not os.environ.get(env):
+                rd.error(("discovery", "passphrase_env") if "passphrase_env" in data else where,
+                         "passphrase-env-unset",
+                         f"no passphrase_file, and ${env} is not set here: the discovery "
+                         "server fails to start unless the kernel's environment sets it",
+                         severity="warning")
         return
     path = (*where, "passphrase_file")
     file = options["passphrase_file"]

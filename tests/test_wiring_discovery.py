@@ -253,6 +253,22 @@ class TestPassphraseFile:
         path = section(tmp_path, "passphrase_file: beacon.secret\npassphrase_env: MY_PASS\n")
         assert codes(path) == [("warning", "conflicting-fields", "discovery.passphrase_env", 5)]
 
+    def test_unset_passphrase_variable_is_a_warning(self, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without a file, the variable the server will read is checked here (a warning:
+        the kernel's environment may still set it)."""
+        monkeypatch.delenv("PYKERNEL_BEACON_PASSPHRASE", raising=False)
+        path = write(tmp_path, "system: lab\nservers: {}\ndiscovery:\n")
+        (diag,) = lint_file(path).diagnostics
+        assert (diag.severity, diag.code, diag.field, diag.line) == (
+            "warning", "passphrase-env-unset", "discovery", 3)
+        assert "$PYKERNEL_BEACON_PASSPHRASE is not set here" in diag.message
+        path = section(tmp_path, "passphrase_env: LAB_PASS\n")
+        assert codes(path) == [("warning", "passphrase-env-unset", "discovery.passphrase_env", 4)]
+        monkeypatch.setenv("LAB_PASS", "a long shared passphrase")
+        assert codes(path) == []
+        assert build_plan(path).server("discovery")
+
     def test_no_file_check_without_beacon(self, tmp_path: Path) -> None:
         """LLDP only (`beacon: false`) needs no passphrase at all."""
         assert codes(section(tmp_path, "beacon: false\n")) == []
