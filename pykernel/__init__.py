@@ -27,9 +27,10 @@ from pykernel._errors import (
     WriterGoneError,
 )
 from pykernel._pipe import Pipe
-from pykernel._pipe_ends import Reader, Slot, View, Writer
+from pykernel._pipe_ends import Reader, Writer
 from pykernel._pipe_host import PipeInfo, clean_pipes, list_pipes
 from pykernel._pipe_stats import PipeStats, ReaderStats, WriterStats
+from pykernel._pipe_zero import Slot, View
 
 __all__ = [
     "ClosedError",

@@ -6,7 +6,6 @@ allocation, lib functions bound once at import. Blocking waits happen inside C.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import struct
@@ -18,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 from pykernel._core import ffi, lib
 from pykernel._errors import ClosedError, MessageSizeError, PipeArgumentError
 from pykernel._pipe_errno import transfer_error
+from pykernel._pipe_zero import Slot, View
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from pykernel._pipe import Pipe
 
 _send = lib.pk_send
@@ -106,154 +104,6 @@ def _split_even(data: bytes, size: int, count: int) -> list[bytes]:
         out = list(chain.from_iterable(st.iter_unpack(memoryview(data)[: whole * size])))
     out.extend(data[i : i + size] for i in range(whole * size, count * size, size))
     return out
-
-
-def _np() -> Any:
-    import numpy  # deferred: numpy is needed only for zero-copy arrays
-
-    return numpy
-
-
-class Slot:
-    """A reserved, writable slot (from :meth:`Writer.reserve`); commit or abort it once.
-
-    As a context manager it commits on a clean exit and aborts on an exception. The buffer
-    and arrays made from it must not be used after the slot is committed or aborted.
-
-    Attributes:
-        buffer: a writable memoryview of ``nbytes`` bytes inside the shared ring.
-        nbytes: the message length that :meth:`commit` publishes by default.
-
-    """
-
-    __slots__ = ("_w", "buffer", "nbytes")
-
-    def __init__(self, writer: Writer, ptr: Any, nbytes: int) -> None:
-        self._w: Writer | None = writer
-        self.buffer = memoryview(_buffer(ptr, nbytes))
-        self.nbytes = nbytes
-
-    def array(self, dtype: Any, shape: int | tuple[int, ...]) -> np.ndarray:
-        """Return a writable numpy view of the slot's bytes as ``dtype`` in ``shape``.
-
-        Raises:
-            MessageSizeError: the array does not fit in the reserved bytes.
-
-        """
-        np = _np()
-        dt = np.dtype(dtype)
-        shp = (shape,) if isinstance(shape, int) else tuple(shape)
-        count = math.prod(shp)
-        if count * dt.itemsize > self.nbytes:
-            raise MessageSizeError(
-                f"array {shp} of {dt} needs {count * dt.itemsize} bytes, slot has {self.nbytes}"
-            )
-        return np.frombuffer(self.buffer, dtype=dt, count=count).reshape(shp)
-
-    def commit(self, nbytes: int | None = None) -> None:
-        """Publish the first ``nbytes`` bytes (default: the reserved size) as one message."""
-        w = self._done()
-        n = self.nbytes if nbytes is None else nbytes
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= self.nbytes:
-            w._abort()
-            raise MessageSizeError(f"commit of {n!r} bytes: reserved {self.nbytes}")
-        rc = lib.pk_commit(w._h, n)
-        if rc != 1:
-            raise transfer_error(rc, name=w.pipe.name, reading=False, timeout=None)
-
-    def abort(self) -> None:
-        """Give the slot back without publishing anything."""
-        self._done()._abort()
-
-    def _done(self) -> Writer:
-        w = self._w
-        if w is None:
-            raise ClosedError("this slot was already committed or aborted")
-        self._w = None
-        w._slot = None
-        # A numpy view may still refer to it; the caller promised not to use it.
-        with contextlib.suppress(BufferError):
-            self.buffer.release()
-        return w
-
-    def __enter__(self) -> Slot:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._w is None:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
-
-class View:
-    """A read-only view of the next message (from :meth:`Reader.view`), until released.
-
-    As a context manager it releases on exit. In lossy mode a writer may overwrite the slot
-    while it is viewed; :attr:`valid` (after release) says whether the view stayed intact.
-
-    Attributes:
-        buffer: a read-only memoryview of the message inside the shared ring.
-        nbytes: the message length.
-        valid: after release: False if a lossy writer overwrote the message meanwhile.
-
-    """
-
-    __slots__ = ("_r", "buffer", "nbytes", "valid")
-
-    def __init__(self, reader: Reader, ptr: Any, nbytes: int) -> None:
-        self._r: Reader | None = reader
-        self.buffer = memoryview(_buffer(ptr, nbytes)).toreadonly()
-        self.nbytes = nbytes
-        self.valid = True
-
-    def array(self, dtype: Any, shape: int | tuple[int, ...] | None = None) -> np.ndarray:
-        """Return a read-only numpy view of the message as ``dtype`` (all when no shape)."""
-        np = _np()
-        dt = np.dtype(dtype)
-        if shape is None:
-            return np.frombuffer(self.buffer, dtype=dt, count=self.nbytes // dt.itemsize)
-        shp = (shape,) if isinstance(shape, int) else tuple(shape)
-        count = math.prod(shp)
-        if count * dt.itemsize > self.nbytes:
-            raise MessageSizeError(
-                f"array {shp} of {dt} needs {count * dt.itemsize} bytes, message has {self.nbytes}"
-            )
-        return np.frombuffer(self.buffer, dtype=dt, count=count).reshape(shp)
-
-    def release(self) -> bool:
-        """Consume the message and give its slot back; returns :attr:`valid`."""
-        r = self._r
-        if r is None:
-            raise ClosedError("this view was already released")
-        self._r = None
-        r._view = None
-        with contextlib.suppress(BufferError):
-            self.buffer.release()
-        rc = lib.pk_release(r._h)
-        if rc < 0:
-            raise transfer_error(rc, name=r.pipe.name, reading=True, timeout=None)
-        self.valid = rc == 1
-        return self.valid
-
-    def __enter__(self) -> View:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._r is not None:
-            self.release()
 
 
 class _End:
