@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -112,3 +113,31 @@ class TestGraph:
                                "--url", surface.url], capture_output=True, text=True,
                               check=False, timeout=60)
         assert done.returncode == 2 and "invalid choice: 'png'" in done.stderr
+
+
+class TestFollow:
+    """pykernel events --follow."""
+
+    def test_new_events_are_printed(self, surface: Surface) -> None:
+        """A move made after the command started shows up on its output."""
+        proc = subprocess.Popen([sys.executable, "-m", "pykernel", "events", "--follow",
+                                 "--limit", "1", "--url", surface.url],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            first = _readline(proc)
+            assert "kernel" in first and "booting -> running" in first
+            surface.state.server_to("spare", "stopped", "test: follow me")
+            line = _readline(proc)
+            assert "server     spare: running -> stopped (test: follow me)" in line
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float = 15.0) -> str:
+    """One line of the child's output, or fail after ``timeout`` (never hang the suite)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "no output in time"
+    return proc.stdout.readline()
