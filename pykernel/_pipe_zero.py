@@ -23,10 +23,20 @@ if TYPE_CHECKING:
 _buffer = ffi.buffer
 
 
-def _np() -> Any:
-    import numpy  # deferred: numpy is needed only for zero-copy arrays
+def _array(buffer: memoryview, nbytes: int, dtype: Any, shape: Any, what: str) -> np.ndarray:
+    """Return a numpy view of ``buffer`` as ``dtype`` in ``shape`` (None: all that fit)."""
+    import numpy as np  # deferred: numpy is needed only for zero-copy arrays
 
-    return numpy
+    dt = np.dtype(dtype)
+    if shape is None:
+        return np.frombuffer(buffer, dtype=dt, count=nbytes // dt.itemsize)
+    shp = (shape,) if isinstance(shape, int) else tuple(shape)
+    count = math.prod(shp)
+    if count * dt.itemsize > nbytes:
+        raise MessageSizeError(
+            f"array {shp} of {dt} needs {count * dt.itemsize} bytes, {what} has {nbytes}"
+        )
+    return np.frombuffer(buffer, dtype=dt, count=count).reshape(shp)
 
 
 class Slot:
@@ -55,15 +65,7 @@ class Slot:
             MessageSizeError: the array does not fit in the reserved bytes.
 
         """
-        np = _np()
-        dt = np.dtype(dtype)
-        shp = (shape,) if isinstance(shape, int) else tuple(shape)
-        count = math.prod(shp)
-        if count * dt.itemsize > self.nbytes:
-            raise MessageSizeError(
-                f"array {shp} of {dt} needs {count * dt.itemsize} bytes, slot has {self.nbytes}"
-            )
-        return np.frombuffer(self.buffer, dtype=dt, count=count).reshape(shp)
+        return _array(self.buffer, self.nbytes, dtype, shape, "slot")
 
     def commit(self, nbytes: int | None = None) -> None:
         """Publish the first ``nbytes`` bytes (default: the reserved size) as one message."""
@@ -131,17 +133,7 @@ class View:
 
     def array(self, dtype: Any, shape: int | tuple[int, ...] | None = None) -> np.ndarray:
         """Return a read-only numpy view of the message as ``dtype`` (all when no shape)."""
-        np = _np()
-        dt = np.dtype(dtype)
-        if shape is None:
-            return np.frombuffer(self.buffer, dtype=dt, count=self.nbytes // dt.itemsize)
-        shp = (shape,) if isinstance(shape, int) else tuple(shape)
-        count = math.prod(shp)
-        if count * dt.itemsize > self.nbytes:
-            raise MessageSizeError(
-                f"array {shp} of {dt} needs {count * dt.itemsize} bytes, message has {self.nbytes}"
-            )
-        return np.frombuffer(self.buffer, dtype=dt, count=count).reshape(shp)
+        return _array(self.buffer, self.nbytes, dtype, shape, "message")
 
     def release(self) -> bool:
         """Consume the message and give its slot back; returns :attr:`valid`."""
