@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from control.state_model import (
@@ -38,119 +37,20 @@ from control.state_model import (
     UnknownSubject,
     now,
 )
+from control.state_records import (
+    ConnectionRecord,
+    Flow,
+    PipeRecord,
+    ServerRecord,
+    manifest_json,
+    pipe_geometry,
+    run_json,
+    terminal_json,
+)
 
 __all__ = ["Flow", "SystemState"]
 
 EVENT_LOG_SIZE = 10_000
-
-
-@dataclass(frozen=True)
-class Flow:
-    """Live flow of one connection, as last sampled from its pipe's statistics.
-
-    Attributes:
-        messages: messages carried so far on this connection.
-        bytes: payload bytes carried so far.
-        msgs_per_s: messages per second over the last sampling interval.
-        bytes_per_s: bytes per second over the last sampling interval.
-        fill_pct: how full the pipe (or, fan-out, this reader's backlog) is, 0-100.
-        drops: messages this connection lost (lossy pipes only).
-        writer_waits: times a writer had to wait for room (back-pressure), cumulative.
-        time: when it was sampled (epoch seconds); 0 if never.
-
-    """
-
-    messages: int = 0
-    bytes: int = 0
-    msgs_per_s: float = 0.0
-    bytes_per_s: float = 0.0
-    fill_pct: float = 0.0
-    drops: int = 0
-    writer_waits: int = 0
-    time: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the flow as a JSON-able dict (rates rounded for display)."""
-        return {
-            "messages": self.messages, "bytes": self.bytes,
-            "msgs_per_s": round(self.msgs_per_s, 3), "bytes_per_s": round(self.bytes_per_s, 3),
-            "fill_pct": round(self.fill_pct, 3), "drops": self.drops,
-            "writer_waits": self.writer_waits, "time": round(self.time, 6),
-        }
-
-
-@dataclass
-class _Server:
-    name: str
-    kind: str
-    manifest: dict[str, Any]
-    terminals: dict[str, dict[str, Any]]
-    run: dict[str, Any]
-    planned: Any = None  # the PlannedServer it came from (for checks and export)
-    state: str = SERVER.initial
-    since: float = 0.0
-    pid: int | None = None
-    starts: int = 0
-
-
-@dataclass
-class _Pipe:
-    name: str
-    geometry: dict[str, Any]
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Connection:
-    id: str
-    source: str
-    target: str
-    pipe: str
-    state: str = CONNECTION.initial
-    since: float = 0.0
-    flow: Flow = field(default_factory=Flow)
-
-
-def _terminal_json(spec: Any) -> dict[str, Any]:
-    shape = getattr(spec, "shape", None)
-    return {
-        "direction": spec.direction,
-        "message_size": int(spec.message_size),
-        "dtype": getattr(spec, "dtype", None),
-        "shape": list(shape) if shape is not None else None,
-        "required": bool(getattr(spec, "required", False)),
-    }
-
-
-def _manifest_json(m: Any) -> dict[str, Any]:
-    return {
-        "servername": m.servername, "class_hex": m.class_hex, "owner": m.owner,
-        "auth_flag": int(m.auth_flag), "auth_mechanism": m.auth_mechanism,
-    }
-
-
-def _pipe_geometry(p: Any) -> dict[str, Any]:
-    return {
-        "shape": p.shape, "slot_size": int(p.slot_size), "slots": int(p.slots),
-        "lossy": bool(p.lossy), "mode": int(getattr(p, "mode", 0o600)),
-        "max_readers": int(p.max_readers), "max_writers": int(p.max_writers),
-    }
-
-
-def _run_json(s: Any) -> dict[str, Any]:
-    """Keep what the executor needs to run a server again (for export)."""
-    out: dict[str, Any] = {
-        "kind": s.kind, "restart": s.restart,
-        "backoff_initial": float(s.backoff_initial), "backoff_max": float(s.backoff_max),
-        "depends_on": list(s.depends_on),
-    }
-    if s.kind == "python":
-        out["entry"] = s.entry
-    else:
-        out["argv"] = list(s.argv)
-        out["cwd"] = getattr(s, "cwd", None)
-        out["env"] = dict(sorted((getattr(s, "env", None) or {}).items()))
-    return out
 
 
 class SystemState:
@@ -169,9 +69,9 @@ class SystemState:
         self._kernel_state = KERNEL.initial
         self._kernel_since = now()
         self._started = self._kernel_since
-        self._servers: dict[str, _Server] = {}
-        self._pipes: dict[str, _Pipe] = {}
-        self._connections: dict[str, _Connection] = {}
+        self._servers: dict[str, ServerRecord] = {}
+        self._pipes: dict[str, PipeRecord] = {}
+        self._connections: dict[str, ConnectionRecord] = {}
         self._events: deque[Event] = deque(maxlen=EVENT_LOG_SIZE)
         self._seq = 0
         self._revision = 0
@@ -196,15 +96,15 @@ class SystemState:
         state.start_order = tuple(plan.start_order)
         t = now()
         for s in plan.servers:
-            terminals = {spec.name: _terminal_json(spec) for spec in s.manifest.terminals}
-            state._servers[s.name] = _Server(
-                name=s.name, kind=s.kind, manifest=_manifest_json(s.manifest),
-                terminals=terminals, run=_run_json(s), planned=s, since=t,
+            terminals = {spec.name: terminal_json(spec) for spec in s.manifest.terminals}
+            state._servers[s.name] = ServerRecord(
+                name=s.name, kind=s.kind, manifest=manifest_json(s.manifest),
+                terminals=terminals, run=run_json(s), planned=s, since=t,
             )
         for p in plan.pipes:
-            state._pipes[p.name] = _Pipe(p.name, _pipe_geometry(p))
+            state._pipes[p.name] = PipeRecord(p.name, pipe_geometry(p))
         for c in plan.connections:
-            state._connections[c.id] = _Connection(c.id, c.source, c.target, c.pipe, since=t)
+            state._connections[c.id] = ConnectionRecord(c.id, c.source, c.target, c.pipe, since=t)
         with state._lock:
             state._record("connectome", plan.system, "", "planned",
                           f"plan {plan.connectome_id[:12]}")
@@ -303,7 +203,7 @@ class SystemState:
         with self._lock:
             return self._connection_to(self._connection(conn_id), target, cause)
 
-    def _connection_to(self, c: _Connection, target: str, cause: str) -> Event | None:
+    def _connection_to(self, c: ConnectionRecord, target: str, cause: str) -> Event | None:
         if target == c.state:
             return None
         CONNECTION.check(c.id, c.state, target)
@@ -338,8 +238,8 @@ class SystemState:
             if conn.id in self._connections:
                 raise StateError(f"connection {conn.id!r} exists already")
             if pipe.name not in self._pipes:
-                self._pipes[pipe.name] = _Pipe(pipe.name, _pipe_geometry(pipe))
-            c = _Connection(conn.id, conn.source, conn.target, conn.pipe, since=now())
+                self._pipes[pipe.name] = PipeRecord(pipe.name, pipe_geometry(pipe))
+            c = ConnectionRecord(conn.id, conn.source, conn.target, conn.pipe, since=now())
             self._connections[conn.id] = c
             self._connectome_changed()
             self._record("connectome", conn.id, "", "connected",
@@ -410,13 +310,13 @@ class SystemState:
 
     # ---------------------------------------------------------------- lookups
 
-    def _server(self, name: str) -> _Server:
+    def _server(self, name: str) -> ServerRecord:
         try:
             return self._servers[name]
         except KeyError:
             raise UnknownSubject("server", name) from None
 
-    def _connection(self, conn_id: str) -> _Connection:
+    def _connection(self, conn_id: str) -> ConnectionRecord:
         try:
             return self._connections[conn_id]
         except KeyError:
@@ -545,7 +445,7 @@ class SystemState:
             out["pipes"] = {n: dict(p.geometry) for n, p in sorted(self._pipes.items())}
             return out
 
-    def _server_json(self, s: _Server) -> dict[str, Any]:
+    def _server_json(self, s: ServerRecord) -> dict[str, Any]:
         return {
             "name": s.name, "state": s.state, "since": round(s.since, 6), "pid": s.pid,
             "starts": s.starts, "kind": s.kind, "manifest": dict(s.manifest),
@@ -596,7 +496,7 @@ class SystemState:
         with self._lock:
             return self._terminals_json()
 
-    def _connection_json(self, c: _Connection) -> dict[str, Any]:
+    def _connection_json(self, c: ConnectionRecord) -> dict[str, Any]:
         return {
             "id": c.id, "source": c.source, "target": c.target, "pipe": c.pipe,
             "state": c.state, "since": round(c.since, 6), "flow": c.flow.to_json(),
