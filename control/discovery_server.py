@@ -209,7 +209,7 @@ class HostessPeers:
             log.exception("candidates sink failed")
 
 
-def _pipe_sink(writer: Any) -> Sink:
+def pipe_sink(writer: Any) -> Sink:
     """Send each event as one JSON message, dropping it when the pipe is full or too small."""
 
     def send(event: dict[str, Any]) -> None:
@@ -249,7 +249,7 @@ def run(ctx: Any) -> None:
         try:
             with service:
                 if ctx.connected("candidates"):
-                    peers.sink = _pipe_sink(ctx.terminal("candidates"))
+                    peers.sink = pipe_sink(ctx.terminal("candidates"))
                 ctx.ready()
                 shown = ""
                 while not ctx.stopping.wait(1.0):

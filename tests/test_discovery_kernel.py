@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,11 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control.discovery_server import HostessPeers, peer_identity
+from control.discovery_server import HostessPeers, peer_identity, pipe_sink
 from control.hostess import Hostess, IdentityError, Lease
 from discovery.candidates import Candidate
 from discovery.hints import Hints
 from discovery.probe import ProbeResult
+from pykernel import Pipe, PipeEmpty
 
 NOW = 1_900_000_000.0  # a fixed wall clock, far from the real one
 
@@ -203,3 +206,30 @@ class TestLease:
             (guest,) = guests(book).values()
             assert guest["lease"]["expires"] == pytest.approx(now + want, abs=5)
             peers.close()
+
+
+class TestCandidatesOutput:
+    def test_events_go_through_a_real_pipe_and_a_full_one_drops(self, peers: HostessPeers) -> None:
+        """Each change is one JSON message on the `candidates` pipe; when the pipe is full,
+        events are dropped and discovery goes on."""
+        name = f"pktest-disc-{secrets.token_hex(4)}"
+        pipe = Pipe.create(name, slot_size=4096, slots=2)
+        try:
+            reader, writer = pipe.reader(), pipe.writer()
+            peers.sink = pipe_sink(writer)
+            peers.candidate_added(candidate())
+            peers.candidate_dropped(candidate(), "shutdown")
+            events = [json.loads(reader.recv(timeout=1)) for _ in range(2)]
+            assert [(e["event"], e["reason"]) for e in events] == [
+                ("added", ""), ("dropped", "shutdown")]
+            assert events[0]["candidate"]["address"] == "10.0.0.2"
+            for _ in range(3):  # two fill the ring, the third finds it full
+                peers.candidate_added(candidate())
+            assert len(peers.peers()) == 1
+            assert [json.loads(reader.recv(timeout=1))["event"] for _ in range(2)] == [
+                "added", "added"]
+            with pytest.raises(PipeEmpty):
+                reader.recv_nowait()
+        finally:
+            pipe.close()
+            Pipe.unlink(name)
