@@ -15,6 +15,7 @@ from pykernel.bench import (
     TransportInfo,
     parse_size,
     render,
+    render_markdown,
 )
 from pykernel.bench._harness import merge_rounds
 from pykernel.bench._report import TARGETS, Target, best_peer, evaluate, ratios, values
@@ -204,6 +205,16 @@ class TestReportOutput:
         assert "mp-pipe rtt64: timeout: no result within the case timeout" in text
         assert "64B msg/s 3.00x (mp-pipe)" in text
         assert "[met]     64 B one per call at least 1.3x the best peer" in text
+
+    def test_markdown_table_for_the_readme(self) -> None:
+        """--markdown gives a pipe table with one row per transport and the verdicts."""
+        text = render_markdown(report().to_json())
+        lines = text.splitlines()
+        assert lines[0].startswith("Test CPU, 2 usable of 2 cores, Linux 6.1, Python 3.11.7")
+        assert "| multiprocessing.Pipe | blocking | TIMEOUT | TIMEOUT | TIMEOUT | 300k |" in text
+        assert "| ghost-ipc | blocking | not installed |" in text
+        assert "| 64 B one per call at least 1.3x the best peer | met | pykernel 900k" in text
+        assert "- mp-pipe rtt64: timeout: no result within the case timeout" in text
 
 
 class TestOptions:

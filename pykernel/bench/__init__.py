@@ -24,7 +24,7 @@ from pykernel.bench._peer_iceoryx2 import Iceoryx2
 from pykernel.bench._peers_ext import FasterFifo, ZmqPair, ZmqPubSub, ZmqPushPull
 from pykernel.bench._peers_std import MpPipe, MpQueue, OsPipe
 from pykernel.bench._pykernel import PykernelBatch, PykernelPerCall, PykernelZeroCopy
-from pykernel.bench._render import render
+from pykernel.bench._render import render, render_markdown
 from pykernel.bench._report import METRICS, TARGETS, Report, TransportInfo, machine_info
 from pykernel.bench._transport import Channel, Link, Receiver, Sender, Transport
 
@@ -48,6 +48,7 @@ __all__ = [
     "default_transports",
     "parse_size",
     "render",
+    "render_markdown",
     "run_bench",
     "run_case",
 ]

@@ -96,3 +96,37 @@ def _target_detail(t: dict[str, Any]) -> str:
     if t["ratio"] is None:
         return f"{mine} (bound {fmt_value(t['reference'], lower)}{unit})"
     return f"{mine} vs {t['versus']} {fmt_value(t['reference'], lower)}{unit} = {t['ratio']:.2f}x"
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    """Render a report as Markdown: the machine, the table and the target verdicts."""
+    mach = data["machine"]
+    load = (
+        f", load average {mach['load_before']:.1f} → {mach['load_after']:.1f}"
+        if "load_before" in mach
+        else ""
+    )
+    lines = [
+        f"{mach['cpu_model']}, {mach['cores_usable']} usable of {mach['cores_online']} cores, "
+        f"Linux {mach['kernel']}, Python {mach['python']}{load}; mode "
+        f"{data['config'].get('mode', 'custom')}, {data['config'].get('repeat', 1)} round(s).",
+        "",
+        "| transport | wait | " + " | ".join(m.heading for m in METRICS) + " |",
+        "| --- | --- |" + " ---: |" * len(METRICS),
+    ]
+    for t in data["transports"]:
+        if t["status"] != "ok":
+            cells = [t["status"]] + [""] * (len(METRICS) - 1)
+        else:
+            cells = [_cell(data, t["key"], i) for i in range(len(METRICS))]
+        lines.append(f"| {t['label']} | {t['wait']} | " + " | ".join(cells) + " |")
+    lines += ["", "| target | verdict | measured |", "| --- | --- | --- |"]
+    for t in data["targets"]:
+        verdict = {True: "met", False: "**not met**", None: "n/a"}[t["met"]]
+        lines.append(f"| {t['target']} | {verdict} | {_target_detail(t)} |")
+    failures = [r for r in data["results"] if r["status"] != "ok"]
+    if failures:
+        lines += [""] + [
+            f"- {r['transport']} {r['case']}: {r['status']}: {r['error']}" for r in failures
+        ]
+    return "\n".join(lines)

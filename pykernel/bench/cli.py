@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from pykernel._progress import Progress
-from pykernel.bench import BenchConfig, parse_size, render, run_bench
+from pykernel.bench import BenchConfig, parse_size, render, render_markdown, run_bench
 from pykernel.cli import add_json_flag, emit
 
 
@@ -41,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="run every case N times (interleaved) and report medians",
     )
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the table and verdicts as Markdown (for a README)",
+    )
     add_json_flag(p)
     p.set_defaults(func=_run)
 
@@ -70,5 +75,5 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         progress.done()
     data = report.to_json()
-    emit(args, data, render)
+    emit(args, data, render_markdown if args.markdown else render)
     return 0
