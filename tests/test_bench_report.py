@@ -18,6 +18,7 @@ from pykernel.bench import (
     render_markdown,
 )
 from pykernel.bench._harness import merge_rounds
+from pykernel.bench._render import fmt_value
 from pykernel.bench._report import TARGETS, Target, best_peer, evaluate, ratios, values
 from pykernel.bench._stats import percentile, ratio, summarize
 
@@ -215,6 +216,26 @@ class TestReportOutput:
         assert "| ghost-ipc | blocking | not installed |" in text
         assert "| 64 B one per call at least 1.3x the best peer | met | pykernel 900k" in text
         assert "- mp-pipe rtt64: timeout: no result within the case timeout" in text
+
+
+class TestFormatting:
+    @pytest.mark.parametrize(
+        ("value", "text"),
+        [
+            (950.0, "950"),
+            (1234.0, "1.2k"),
+            (9_960.0, "10k"),
+            (999_600.0, "1.00M"),
+            (12_345_678.0, "12.35M"),
+        ],
+    )
+    def test_rates_round_without_carry_artifacts(self, value: float, text: str) -> None:
+        """Rates get k/M suffixes and never show 10.0k or 1000k."""
+        assert fmt_value(value, lower_is_better=False) == text
+
+    def test_latencies_keep_significant_digits(self) -> None:
+        """Microseconds: two decimals under 10, one under 1000, none above."""
+        assert [fmt_value(v, True) for v in (3.456, 45.67, 4567.8)] == ["3.46", "45.7", "4568"]
 
 
 class TestOptions:

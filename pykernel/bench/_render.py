@@ -11,9 +11,9 @@ def fmt_value(value: float, lower_is_better: bool) -> str:
     """Format a latency (µs, 1-3 significant decimals) or a rate (k/M suffix)."""
     if lower_is_better:
         return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 1000 else f"{value:.0f}"
-    if value >= 1e6:
+    if value >= 999_500:  # thresholds sit where rounding would carry (no "1000k", "10.0k")
         return f"{value / 1e6:.2f}M"
-    if value >= 1e4:
+    if value >= 9_950:
         return f"{value / 1e3:.0f}k"
     if value >= 1e3:
         return f"{value / 1e3:.1f}k"
