@@ -32,6 +32,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from control.hostess.errors import InputError
+from control.hostess.records import check_tags
 from control.manifest import Manifest, Path, TerminalSpec, type_name
 from control.wiring import NAME_RE, ServerSpec
 
@@ -84,7 +86,6 @@ OPTION_FIELDS: tuple[str, ...] = tuple(
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TRANSPORT = re.compile(r"[a-z0-9-]{1,16}")
-_TAG = re.compile(r"[A-Za-z0-9_.:/+-]{1,64}")
 _SECRETS = ("passphrase", "password", "secret", "key")
 MAX_IDENTITY = 200  # bytes, as the LLDP hints carry it
 
@@ -240,17 +241,22 @@ def _names(rd: Checks, key: str, value: Any, path: Path) -> list[str] | None:
     if not isinstance(value, list):
         rd.error(path, "type", f"{key} must be a list of names, got {type_name(value)}")
         return None
-    pattern = {"transports": _TRANSPORT, "tags": _TAG}.get(key)
     ok = True
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item:
             rd.error((*path, i), "type", f"{key}[{i}] must be a non-empty string, "
                      f"got {type_name(item)} {item!r}")
             ok = False
-        elif pattern is not None and not pattern.fullmatch(item):
+        elif key == "transports" and not _TRANSPORT.fullmatch(item):
             rd.error((*path, i), "invalid-name",
-                     f"{key}[{i}] {item!r} must match {pattern.pattern}")
+                     f"{key}[{i}] {item!r} must match {_TRANSPORT.pattern}")
             ok = False
+        elif key == "tags":
+            try:
+                check_tags([item])  # Hostess's own rule: the tags end up there
+            except InputError as exc:
+                rd.error((*path, i), "invalid-name", f"{key}[{i}] {exc.reason}")
+                ok = False
     if key == "transports" and len(value) > 8:
         rd.error(path, "invalid-value", f"transports: {len(value)} given, at most 8")
         ok = False
