@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 from typing import Any
 
 from control.state_model import StateError
@@ -198,25 +199,40 @@ def to_mermaid(cx: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ svg
 
+_svg_cache: tuple[str, str] = ("", "")  # (dot text, its svg): viewers polling together
+_svg_lock = threading.Lock()
+
+
 def to_svg(cx: dict[str, Any], timeout: float = 10.0) -> str:
     """Return the connectome drawn as SVG by Graphviz's ``dot``.
+
+    The last drawing is kept: while nothing on the diagram changed (same dot text), every
+    viewer gets it without another Graphviz run.
 
     Raises:
         GraphError: ``dot`` is not installed, fails or takes longer than ``timeout``.
 
     """
+    global _svg_cache
+    text = to_dot(cx)
+    with _svg_lock:
+        if _svg_cache[0] == text:
+            return _svg_cache[1]
     exe = shutil.which("dot")
     if exe is None:
         raise GraphError("svg needs Graphviz's 'dot' (apt-get install graphviz); "
                          "use format dot or mermaid")
     try:
-        done = subprocess.run([exe, "-Tsvg"], input=to_dot(cx).encode(), capture_output=True,
+        done = subprocess.run([exe, "-Tsvg"], input=text.encode(), capture_output=True,
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise GraphError(f"dot took longer than {timeout} s") from None
     if done.returncode != 0:
         raise GraphError(f"dot failed: {done.stderr.decode(errors='replace').strip()}")
-    return done.stdout.decode()
+    svg = done.stdout.decode()
+    with _svg_lock:
+        _svg_cache = (text, svg)
+    return svg
 
 
 def render(cx: dict[str, Any], fmt: str) -> str:

@@ -100,10 +100,21 @@ class TestSvg:
 
     def test_svg_without_graphviz(self, cx: dict[str, Any], monkeypatch) -> None:  # type: ignore[no-untyped-def]
         """With no 'dot' on PATH the error says how to get it."""
+        cx["servers"][0]["name"] = "never-drawn"  # not the cached drawing
         monkeypatch.setenv("PATH", "")
         assert shutil.which("dot") is None
         with pytest.raises(graph.GraphError, match="apt-get install graphviz"):
             graph.render(cx, "svg")
+
+    def test_unchanged_diagram_is_not_redrawn(self, cx: dict[str, Any], monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        """The same dot text is served from the last drawing, without Graphviz."""
+        require_tool("dot")
+        first = graph.to_svg(cx)
+        monkeypatch.setenv("PATH", "")  # a second Graphviz run would now fail
+        assert graph.to_svg(cx) == first
+        cx["connections"][0]["state"] = "stalled"
+        with pytest.raises(graph.GraphError):
+            graph.to_svg(cx)
 
     def test_unknown_format(self, cx: dict[str, Any]) -> None:
         """An unknown format names the ones there are."""

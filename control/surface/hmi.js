@@ -7,6 +7,7 @@ const $ = (sel) => document.querySelector(sel);
 let token = sessionStorage.getItem("pykernel-token") || "";
 let lastDiagramKey = "";
 let lastDiagramAt = 0;
+let lastDiagramCost = 0;
 let connectomeVersion = -1;
 let diagramBusy = false;
 let latestKey = "";
@@ -161,7 +162,9 @@ async function refreshDiagram(key) {
   // Redraw soon (0.5 s) when states or the structure change, every 2 s for new rates, and
   // always once more after a burst, so the last state is the one drawn. Graphviz runs on
   // the server for each redraw, so bursts of changes must not become bursts of redraws.
-  const wait = (key !== lastDiagramKey ? 500 : 2000) - (Date.now() - lastDiagramAt);
+  // A big system takes Graphviz a while: never spend more than ~1/10 of the time drawing.
+  const every = Math.max(2000, 10 * lastDiagramCost);
+  const wait = (key !== lastDiagramKey ? 500 : every) - (Date.now() - lastDiagramAt);
   if (diagramBusy || wait > 0) {
     if (!diagramTimer) {
       diagramTimer = setTimeout(() => { diagramTimer = null; refreshDiagram(latestKey); },
@@ -170,6 +173,7 @@ async function refreshDiagram(key) {
     return;
   }
   diagramBusy = true;
+  const began = Date.now();
   try {
     const resp = await fetch("/api/graph?format=svg");
     const box = $("#diagram");
@@ -182,6 +186,7 @@ async function refreshDiagram(key) {
     box.setAttribute("data-key", key);
     lastDiagramKey = key;
     lastDiagramAt = Date.now();
+    lastDiagramCost = lastDiagramAt - began;
   } finally {
     diagramBusy = false;
   }
