@@ -22,26 +22,22 @@ import logging
 import re
 import threading
 import time
-import uuid as uuidlib
 from collections.abc import Callable, Collection
 from typing import Any
 
 from control.hostess.cli import default_db
 from control.hostess.errors import HostessError, IdentityError, NotFoundError
-from control.hostess.identity import Identity, check_fqdn, check_name
+from control.hostess.identity import Identity
 from control.hostess.lease import MAX_TTL, Lease
 from control.hostess.registry import Hostess
 from control.manifest import manifest
-from control.wiring_discovery import DISCOVERY_MANIFEST, PEER_CLASS_HEX
+from control.wiring_discovery import DISCOVERY_MANIFEST
+from control.wiring_discovery import peer_identity as hostess_identity
 from discovery.candidates import Candidate
 from discovery.servers import build_service, options_from_env
 
 log = logging.getLogger(__name__)
 
-PEER_NAMESPACE = uuidlib.UUID("0b7e4d52-3c1a-5f0e-9d4b-7a2f6c8e1d35")
-"""UUID namespace of peer guests: uuid5 of the identity the beacon proved."""
-PEER_OWNER = "peer"
-"""Owner field of a peer guest's identity (its own owner is not advertised)."""
 PEER_TAGS = ("peer", "discovery")
 """Tags every peer guest carries."""
 _IFACE_TAG = re.compile(r"[A-Za-z0-9_.:/+-]{1,60}")
@@ -54,23 +50,13 @@ Sink = Callable[[dict[str, Any]], None]
 def peer_identity(candidate: Candidate) -> Identity:
     """Return the Hostess identity of the peer kernel behind ``candidate``.
 
-    A full identity (``fqdn:servername:classHex:owner:authFlag:authMechanism:uuid``) is
-    taken as proven. The usual kernel identity ``<fqdn>[:<servername>]`` becomes
-    ``fqdn:servername:706b00:peer:1:passphrase:uuid5(identity)`` (servername default
-    ``kernel``): authenticated by passphrase, which is what the beacon did.
+    See :func:`control.wiring_discovery.peer_identity` for the rule.
 
     Raises:
         IdentityError: the proven identity cannot make a Hostess identity (field named).
 
     """
-    text = candidate.identity
-    if text.count(":") == 6:
-        return Identity.parse(text)
-    host, _, server = text.partition(":")
-    fqdn = check_fqdn(host)
-    servername = check_name(server or "kernel", "servername")
-    uid = uuidlib.uuid5(PEER_NAMESPACE, text)
-    return Identity.parse(f"{fqdn}:{servername}:{PEER_CLASS_HEX}:{PEER_OWNER}:1:passphrase:{uid}")
+    return hostess_identity(candidate.identity)
 
 
 def peer_metadata(candidate: Candidate, found_by: str) -> dict[str, Any]:

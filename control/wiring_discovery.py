@@ -29,10 +29,12 @@ import json
 import os
 import re
 import stat
+import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from control.hostess.errors import InputError
+from control.hostess.errors import IdentityError, InputError
+from control.hostess.identity import Identity, check_fqdn, check_name
 from control.hostess.records import check_tags
 from control.manifest import Manifest, Path, TerminalSpec, type_name
 from control.wiring import NAME_RE, ServerSpec
@@ -88,6 +90,33 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TRANSPORT = re.compile(r"[a-z0-9-]{1,16}")
 _SECRETS = ("passphrase", "password", "secret", "key")
 MAX_IDENTITY = 200  # bytes, as the LLDP hints carry it
+
+
+PEER_NAMESPACE = uuidlib.UUID("0b7e4d52-3c1a-5f0e-9d4b-7a2f6c8e1d35")
+"""UUID namespace of peer guests: uuid5 of the identity the beacon proved."""
+PEER_OWNER = "peer"
+"""Owner field of a peer guest's identity (its own owner is not advertised)."""
+
+
+def peer_identity(text: str) -> Identity:
+    """Return the Hostess identity under which peers register a kernel identified as ``text``.
+
+    A full identity (``fqdn:servername:classHex:owner:authFlag:authMechanism:uuid``) is
+    kept. The usual kernel identity ``<fqdn>[:<servername>]`` becomes
+    ``fqdn:servername:706b00:peer:1:passphrase:uuid5(text)`` (servername default
+    ``kernel``): authenticated by passphrase, which is what the beacon does.
+
+    Raises:
+        IdentityError: ``text`` cannot make a Hostess identity (the field is named).
+
+    """
+    if text.count(":") == 6:
+        return Identity.parse(text)
+    host, _, server = text.partition(":")
+    fqdn = check_fqdn(host)
+    servername = check_name(server or "kernel", "servername")
+    uid = uuidlib.uuid5(PEER_NAMESPACE, text)
+    return Identity.parse(f"{fqdn}:{servername}:{PEER_CLASS_HEX}:{PEER_OWNER}:1:passphrase:{uid}")
 
 
 class Checks(Protocol):
@@ -232,6 +261,13 @@ def _string(rd: Checks, key: str, value: Any, path: Path) -> str | None:
         rd.error(path, "invalid-value",
                  f"identity {value!r} must be 1-{MAX_IDENTITY} bytes of printable text")
     else:
+        if key == "identity":
+            try:
+                peer_identity(value)
+            except IdentityError as exc:
+                rd.error(path, "identity-not-hostess",
+                         f"peers cannot register identity {value!r} in Hostess: {exc}",
+                         severity="warning")
         return value
     return None
 

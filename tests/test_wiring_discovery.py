@@ -197,6 +197,14 @@ class TestBadValues:
         assert text in diag.message
         assert diag.column >= 3  # the key, or the list item
 
+    def test_identity_peers_cannot_register_is_warned(self, tmp_path: Path) -> None:
+        """An identity that makes no Hostess identity (bad host name) is a warning."""
+        path = section(tmp_path, "passphrase_file: beacon.secret\nidentity: my_host:kernel\n")
+        (diag,) = lint_file(path).diagnostics
+        assert (diag.severity, diag.code, diag.field) == (
+            "warning", "identity-not-hostess", "discovery.identity")
+        assert "my_host" in diag.message and "RFC 1123" in diag.message
+
     def test_several_errors_at_once(self, tmp_path: Path) -> None:
         """Every bad field is reported, each at its own line; the plan refuses the file."""
         path = section(tmp_path, "hold: 0\npassphrase_file: beacon.secret\nfast_start: 9\n")
