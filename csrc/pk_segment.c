@@ -272,10 +272,11 @@ int pk_pipe_open(const char *shm_name, pk_pipe **out)
         return -errno;
     pk_hdr *h = m;
     int rc = 0;
-    if (pk_ld_acq(&h->ready) != 1) /* pairs with the creator's store-release */
-        rc = h->magic == 0 ? -EAGAIN : -EBADMSG;
-    else if (h->magic != PK_MAGIC)
+    uint64_t magic = atomic_load_explicit((_Atomic uint64_t *)&h->magic, memory_order_relaxed);
+    if (magic != PK_MAGIC && magic != 0)
         rc = -EBADMSG;
+    else if (pk_ld_acq(&h->ready) != 1) /* pairs with the creator's store-release */
+        rc = -EAGAIN;                   /* a creator is still filling in the header */
     else if (h->abi_version != PK_ABI_VERSION)
         rc = -EPROTO;
     else {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import time
 import weakref
 from types import TracebackType
 from typing import Any, Literal
@@ -26,6 +28,7 @@ _SHAPES: dict[str, int] = {
 }
 SHAPE_NAMES: dict[int, str] = {v: k for k, v in _SHAPES.items()}
 _U64 = 1 << 64
+_CREATING_GRACE = 0.5  # seconds open() waits for a segment that is still being initialised
 
 
 def shm_name(name: str) -> bytes:
@@ -205,6 +208,10 @@ class Pipe:
         path = shm_name(name)
         out = ffi.new("pk_pipe **")
         rc = lib.pk_pipe_open(path, out)
+        deadline = time.monotonic() + _CREATING_GRACE
+        while rc == -errno.EAGAIN and time.monotonic() < deadline:
+            time.sleep(0.002)  # a creator is between shm_open and its header: let it finish
+            rc = lib.pk_pipe_open(path, out)
         if rc != 0:
             raise segment_error(rc, name)
         return cls(name, out[0])

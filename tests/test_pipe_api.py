@@ -14,6 +14,7 @@ import pytest
 from test_pipe_support import (
     CTX,
     PipeNames,
+    create_racer,
     echo_from_pickled_pipe,
     kill_and_reap,
     pipe_names,
@@ -131,6 +132,20 @@ class TestLifecycle:
                 assert again.slots == 8
             with pytest.raises(GeometryError, match="exists with geometry"):
                 Pipe.create(name, slot_size=64, slots=16, exist_ok=True)
+
+    def test_concurrent_create_exist_ok(self, names: PipeNames) -> None:
+        """Processes racing to create-or-open one pipe all end up with the same pipe."""
+        name = names()
+        go, results = CTX.Event(), CTX.Queue()
+        procs = [CTX.Process(target=create_racer, args=(name, go, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        try:
+            go.set()
+            assert [results.get(timeout=30) for _ in procs] == [(32, 64)] * 4
+        finally:
+            for p in procs:
+                kill_and_reap(p)
 
     def test_not_found(self, names: PipeNames) -> None:
         """Opening or unlinking a missing pipe names it."""

@@ -212,3 +212,10 @@ def echo_from_pickled_pipe(pipe: Pipe, results: Any) -> None:
     """Receive a pickled Pipe (opened by name in this process) and report one message."""
     with pipe, pipe.reader() as r:
         results.put((pipe.name, pipe.slots, r.recv(timeout=30)))
+
+
+def create_racer(name: str, go: Any, results: Any) -> None:
+    """Create-or-open the same pipe as the others at the same moment; report the geometry."""
+    go.wait(30)
+    with Pipe.create(name, slot_size=32, slots=64, exist_ok=True) as pipe:
+        results.put((pipe.slot_size, pipe.slots))
