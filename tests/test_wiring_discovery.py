@@ -364,3 +364,19 @@ class TestProperties:
         load_config({k: v for k, v in passed.items() if k in OPTION_FIELDS})
         if not errors:
             assert set(passed) == set(opts)
+
+    @settings(max_examples=100, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 6),
+                              st.text(st.sampled_from(list(":-[]{}, \n#&*x1.'\"")), max_size=4)),
+                    min_size=1, max_size=4))
+    def test_mutated_section_gives_diagnostics_only(self, tmp_path: Path,
+                                                    edits: list[tuple[int, int, str]]) -> None:
+        """A good file with random splices: lint returns diagnostics, never raises."""
+        text = section(tmp_path, GOOD).read_text()
+        for at, cut, insert in edits:
+            text = text[:at] + insert + text[at + cut:]
+        path = tmp_path / "m.yaml"
+        path.write_text(text)
+        report = lint_file(path)
+        assert all(d.severity in ("error", "warning") and d.code for d in report.diagnostics)
