@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import secrets
 import time
@@ -233,3 +234,17 @@ class TestCandidatesOutput:
         finally:
             pipe.close()
             Pipe.unlink(name)
+
+
+class TestLayers:
+    def test_control_imports_discovery_only_in_the_discovery_server(self) -> None:
+        """DESIGN: control imports discovery only where it starts it as a server."""
+        root = Path(__file__).resolve().parents[1]
+        importers = set()
+        for path in (root / "control").rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(n == "discovery" or n.startswith("discovery.") for n in names):
+                    importers.add(path.relative_to(root).as_posix())
+        assert importers == {"control/discovery_server.py"}
