@@ -250,6 +250,11 @@ int pk_pipe_create(const char *shm_name, const pk_geometry *g, uint32_t mode, pk
 
 int pk_pipe_open(const char *shm_name, pk_pipe **out)
 {
+    return pk_pipe_open_ex(shm_name, 0, out);
+}
+
+int pk_pipe_open_ex(const char *shm_name, uint32_t flags, pk_pipe **out)
+{
     if (!shm_name || !out)
         return -EINVAL;
     int fd = shm_open(shm_name, O_RDWR | O_CLOEXEC, 0);
@@ -266,7 +271,8 @@ int pk_pipe_open(const char *shm_name, pk_pipe **out)
         return st.st_size == 0 ? -EAGAIN : -EBADMSG; /* 0: a creator between open and fallocate */
     }
     size_t bytes = (size_t)st.st_size;
-    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    int populate = flags & PK_OPEN_LAZY ? 0 : MAP_POPULATE;
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | populate, fd, 0);
     close(fd);
     if (m == MAP_FAILED)
         return -errno;

@@ -44,6 +44,7 @@ enum {
     PK_MAX_SLOTS = 1073741824,     /* 2^30 slots */
     PK_NAME_MAX = 200,            /* length of <name> in /pykernel.<name> */
     PK_SLOT_HEADER = 16,          /* bytes before each slot's payload */
+    PK_OPEN_LAZY = 1,             /* pk_pipe_open_ex: do not prefault the ring (inspection) */
 };
 
 typedef struct pk_pipe pk_pipe;
@@ -102,6 +103,7 @@ typedef struct pk_stats {
 size_t pk_segment_size(const pk_geometry *g);
 int pk_pipe_create(const char *shm_name, const pk_geometry *g, uint32_t mode, pk_pipe **out);
 int pk_pipe_open(const char *shm_name, pk_pipe **out);
+int pk_pipe_open_ex(const char *shm_name, uint32_t flags, pk_pipe **out);
 int pk_pipe_info_get(const pk_pipe *p, pk_pipe_info *out);
 /* Releases the handle; the mapping stays until every end attached through it detached. */
 void pk_pipe_close(pk_pipe *p);

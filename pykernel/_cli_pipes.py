@@ -54,7 +54,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     info = pipe_info(args.name).to_dict()
-    with Pipe.open(args.name) as pipe:
+    with Pipe.open(args.name, prefault=False) as pipe:
         info["stats"] = pipe.stats().to_dict()
 
     def render(d: dict[str, Any]) -> str:

@@ -196,8 +196,13 @@ class Pipe:
         raise err
 
     @classmethod
-    def open(cls, name: str) -> Pipe:
+    def open(cls, name: str, *, prefault: bool = True) -> Pipe:
         """Map the existing pipe ``name``; its geometry is read from the header.
+
+        Args:
+            name: the pipe's name.
+            prefault: map every page now (default), so the hot path never page-faults;
+                False for a quick look at the header and counters of a large pipe.
 
         Raises:
             PipeNotFoundError: no such pipe.
@@ -207,11 +212,12 @@ class Pipe:
         """
         path = shm_name(name)
         out = ffi.new("pk_pipe **")
-        rc = lib.pk_pipe_open(path, out)
+        flags = 0 if prefault else lib.PK_OPEN_LAZY
+        rc = lib.pk_pipe_open_ex(path, flags, out)
         deadline = time.monotonic() + _CREATING_GRACE
         while rc == -errno.EAGAIN and time.monotonic() < deadline:
             time.sleep(0.002)  # a creator is between shm_open and its header: let it finish
-            rc = lib.pk_pipe_open(path, out)
+            rc = lib.pk_pipe_open_ex(path, flags, out)
         if rc != 0:
             raise segment_error(rc, name)
         return cls(name, out[0])

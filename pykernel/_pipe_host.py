@@ -108,7 +108,7 @@ def pipe_info(name: str) -> PipeInfo:
         error=None,
     )
     try:
-        pipe = Pipe.open(name)
+        pipe = Pipe.open(name, prefault=False)
     except PipeNotFoundError:
         raise
     except PipeError as exc:
@@ -170,7 +170,7 @@ def clean_pipes() -> list[str]:
             continue
         try:
             Pipe.unlink(info.name)
-        except PipeNotFoundError:
+        except PipeError:  # gone meanwhile, or another user's (sticky /dev/shm): not ours
             continue
         removed.append(info.name)
     return removed

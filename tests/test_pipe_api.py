@@ -11,9 +11,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from conftest import require_root
 from test_pipe_support import (
     CTX,
     PipeNames,
+    clean_as_nobody,
     create_racer,
     echo_from_pickled_pipe,
     kill_and_reap,
@@ -482,6 +484,24 @@ class TestStatsAndHost:
             assert stale in removed and live not in removed and junk not in removed
             assert os.path.exists(shm_path(live)) and not os.path.exists(shm_path(stale))
             assert p.stats().written == 0
+
+    def test_clean_skips_what_it_may_not_remove(self, names: PipeNames) -> None:
+        """Another user's stale pipe in sticky /dev/shm is skipped, not a crash."""
+        require_root()
+        name = names("foreign")
+        Pipe.create(name, slot_size=8, slots=2, mode=0o666).close()
+        with open(shm_path(name), "r+b") as f:  # its creator is "dead"
+            f.seek(52)
+            f.write(struct.pack("<i", 2**31 - 2))
+        results = CTX.Queue()
+        proc = CTX.Process(target=clean_as_nobody, args=(results,))
+        proc.start()
+        try:
+            removed = results.get(timeout=30)
+        finally:
+            kill_and_reap(proc)
+        assert isinstance(removed, list) and name not in removed
+        assert os.path.exists(shm_path(name))
 
     def test_cli(self, names: PipeNames, capsys: pytest.CaptureFixture[str]) -> None:
         """pykernel pipes list/show/clean print tables or JSON; errors are one line."""
