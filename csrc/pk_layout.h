@@ -63,10 +63,10 @@ typedef struct pk_hdr {
                                      only from inside the namespace they belong to */
     /* line 2: the claim cursor */
     alignas(PK_CACHE_LINE) _Atomic uint64_t head;
-    /* line 3: readers sleep here; writers bump it when data_waiters > 0 */
+    /* line 3: readers sleep here; writers bump it when the data_waiters flag is set */
     alignas(PK_CACHE_LINE) _Atomic uint32_t data_word;
     _Atomic uint32_t data_waiters;
-    /* line 4: writers sleep here; readers bump it when space_waiters > 0 */
+    /* line 4: writers sleep here; readers bump it when the space_waiters flag is set */
     alignas(PK_CACHE_LINE) _Atomic uint32_t space_word;
     _Atomic uint32_t space_waiters;
 } pk_hdr;

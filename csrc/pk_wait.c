@@ -1,11 +1,16 @@
 /* pk_wait.c - spin briefly, then sleep on a futex word in the shared mapping.
  *
- * No lost wake-ups, by a Dekker pair of sequentially consistent operations:
- *   sleeper: read word -> check condition -> waiters++ (seq_cst RMW) -> check condition
+ * No lost wake-ups, by a Dekker pair of sequentially consistent operations on a "someone
+ * may sleep" flag (the `waiters` word: 0 or 1):
+ *   sleeper: read word -> check condition -> flag = 1 (seq_cst) -> fence -> check condition
  *            again -> FUTEX_WAIT(word, value read first)
- *   waker:   publish (release) -> pk_fence_sc -> read waiters -> if > 0: word++, FUTEX_WAKE
- * Either the sleeper's second check sees the publication, or the waker sees waiters > 0 and
- * changes the word, so FUTEX_WAIT returns EAGAIN or is woken. Sleeps are also bounded by
+ *   waker:   publish (release) -> fence -> if flag: exchange(flag, 0) and, if it was 1,
+ *            word++ then FUTEX_WAKE(all)
+ * Either the sleeper's second check sees the publication, or the waker sees the flag and
+ * changes the word, so FUTEX_WAIT returns EAGAIN or is woken. The waker that clears the
+ * flag wakes every sleeper, so the wakers after it skip the syscall until someone sleeps
+ * again: one FUTEX_WAKE per sleep, not one per message while a woken peer is still being
+ * scheduled. A flag left set by a sleeper that timed out only costs one spare syscall. Sleeps are also bounded by
  * PK_TICK_NS, when tick() checks that the peer is still alive: a dead peer never wakes us.
  * A signal that interrupts the sleep returns -EINTR (call again), so an embedding runtime
  * such as Python can run its handlers (Ctrl-C) between calls.
@@ -38,10 +43,11 @@ static int futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t ns)
 
 void pk_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters)
 {
-    /* Pairs with the sleeper's seq_cst waiters++ then re-check: our publication (already
-     * stored) is ordered before this load of waiters. */
+    /* Pairs with the sleeper's flag store + fence then re-check: our publication (already
+     * stored) is ordered before this load of the flag. A plain load first keeps the line
+     * shared while nobody sleeps. */
     pk_fence_sc();
-    if (pk_ld_rlx(waiters) == 0)
+    if (pk_ld_rlx(waiters) == 0 || atomic_exchange_explicit(waiters, 0, memory_order_acq_rel) == 0)
         return;
     /* The increment changes the value a sleeper is about to FUTEX_WAIT on (EAGAIN). */
     atomic_fetch_add_explicit(word, 1, memory_order_release);
@@ -94,7 +100,7 @@ int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, 
         rc = cond(ctx);
         if (rc != 0 || now >= deadline)
             return rc;
-        atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst); /* Dekker: see top */
+        atomic_store_explicit(waiters, 1, memory_order_seq_cst); /* Dekker: see top */
         pk_fence_sc(); /* pairs with pk_wake's fence: the re-check below sees its publication */
         rc = cond(ctx);
         if (rc == 0) {
@@ -108,8 +114,7 @@ int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, 
             else if (e == EINTR)
                 rc = cond(ctx) ? 1 : -EINTR; /* let the caller run its signal handlers */
         }
-        atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed); /* only a hint to wakers */
         if (rc != 0)
-            return rc;
+            return rc; /* the flag stays: a waker clears it (one spare syscall at most) */
     }
 }
