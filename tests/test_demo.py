@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import require_root, require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 PYKERNEL = [sys.executable, "-m", "pykernel"]
@@ -65,9 +66,10 @@ def up(tmp_path: Path) -> Iterator:
     started: list[tuple[subprocess.Popen[str], str]] = []
 
     def start(wiring: Path, system: str, *args: str, env: dict[str, str] | None = None,
-              **kw: object) -> subprocess.Popen[str]:
+              prefix: list[str] | None = None, **kw: object) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [*PYKERNEL, "up", str(wiring), "--run-dir", str(tmp_path / "run"), *args],
+            [*(prefix or []), *PYKERNEL, "up", str(wiring), "--run-dir", str(tmp_path / "run"),
+             *args],
             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, **kw)
         started.append((proc, system))
@@ -77,9 +79,9 @@ def up(tmp_path: Path) -> Iterator:
     for proc, system in started:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
         for pid in processes_of(system):
             os.kill(pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
         for name in segments_of(system):
             os.unlink(f"/dev/shm/{name}")
 
@@ -146,3 +148,42 @@ class TestDemo:
         assert segments_of(system) == []
         assert processes_of(system) == []
         assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+class TestDemoAsPid1:
+    """`pykernel up` as PID 1 of a fresh PID namespace (a bare host or a container)."""
+
+    def test_runs_and_stops_on_sigterm(self, up, tmp_path: Path) -> None:
+        """The demo runs with the kernel as PID 1; SIGTERM stops it cleanly, all verified."""
+        require_root()
+        unshare = require_tool("unshare")
+        frames = 1000
+        wiring, system = demo_copy(tmp_path)
+        proc = up(wiring, system, "--json-status", "--no-surface",
+                  env={"DEMO_FRAMES": str(frames), "DEMO_RATE": "0"},
+                  prefix=[unshare, "--pid", "--fork", "--kill-child", "--mount-proc"])
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event["event"] == "up":
+                break
+        else:
+            pytest.fail(f"never came up: {proc.communicate()[1]}")
+        report_path = tmp_path / "run" / "sink-report.json"
+        deadline = time.monotonic() + 30
+        while read_json(report_path).get("verified", 0) < 2 * frames:
+            assert time.monotonic() < deadline, read_json(report_path)
+            time.sleep(0.05)
+        (kernel,) = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir()
+                     for c in (t / "children").read_text().split()]
+        nspid = next(x for x in Path(f"/proc/{kernel}/status").read_text().splitlines()
+                     if x.startswith("NSpid:"))
+        assert nspid.split()[1:] == [str(kernel), "1"]  # the kernel is PID 1 in there
+        os.kill(kernel, signal.SIGTERM)
+        rest, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert json.loads(rest.splitlines()[-1])["exit_code"] == 0
+        report = read_json(report_path)
+        assert (report["final"], report["verified"], report["errors"]) == (True, 2 * frames, 0)
+        assert segments_of(system) == []
+        assert processes_of(system) == []
