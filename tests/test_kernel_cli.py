@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_demo import processes_of
 from test_kernel import wiring
 
 PYKERNEL = [sys.executable, "-m", "pykernel"]
@@ -22,8 +23,11 @@ PYKERNEL = [sys.executable, "-m", "pykernel"]
 
 @pytest.fixture
 def system() -> Iterator[str]:
+    """A system name of its own; its processes and pipes are removed even on failure."""
     name = f"kc{uuid.uuid4().hex[:10]}"
     yield name
+    for pid in processes_of(name):
+        os.kill(pid, signal.SIGKILL)
     for leftover in os.listdir("/dev/shm"):
         if leftover.startswith(f"pykernel.{name}."):
             os.unlink(f"/dev/shm/{leftover}")
@@ -36,7 +40,7 @@ def procs() -> Iterator[list[subprocess.Popen]]:
     for proc in made:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=30)
 
 
 def up(tmp_path: Path, wiring_file: Path, *args: str, **kw: object) -> subprocess.Popen:
