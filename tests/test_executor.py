@@ -168,6 +168,19 @@ class TestHelpers:
         cap = initial + extra
         assert 0 <= backoff_delay(initial, cap, n) <= cap
 
+    @given(st.binary(max_size=300), st.lists(st.integers(1, 50), max_size=20))
+    def test_notify_chunking_never_matters(self, data: bytes, cuts: list[int]) -> None:
+        """Whatever bytes a service writes, in whatever chunks, the same lines come out."""
+        whole, rest_whole = parse_notify(data)
+        lines: list[bytes] = []
+        rest, pos = b"", 0
+        for cut in [*cuts, len(data)]:
+            chunk, pos = data[pos:pos + cut], pos + cut
+            got, rest = parse_notify(rest + chunk)
+            lines += got
+        assert lines == whole and rest == rest_whole
+        assert all(b"\n" not in line and line == line.strip() and line for line in lines)
+
     def test_notify_keeps_partial_line(self) -> None:
         """A line split across reads is completed by the next read."""
         lines, rest = parse_notify(b"STATUS=a\nREA")
@@ -237,6 +250,13 @@ class TestReadiness:
         assert status.state is ServiceState.FAILED
         assert status.last_exit == -signal.SIGKILL
         assert ex.status().phase is ExecutorPhase.STOPPED
+
+    def test_near_misses_are_not_ready(self, run) -> None:
+        """Only the line READY=1 counts: look-alikes, garbage and an unfinished line do not."""
+        noise = r"printf 'READY=0\nREADY=10\nXREADY=1\n\377\000\nREADY=1' >&$PYKERNEL_NOTIFY_FD"
+        ex, _ = run([sh(f"{noise}; exec sleep 60", "noisy", ready_timeout=0.3)], start=False)
+        with pytest.raises(BootError, match=r"'noisy' was not ready within 0.3 s"):
+            ex.start()
 
     def test_exit_before_ready_fails_boot_with_log_line(self, run) -> None:
         """A crash at boot raises BootError with the exit code and the last log line."""
