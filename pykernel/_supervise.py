@@ -29,6 +29,8 @@ from pykernel._errors import PykernelError
 
 NOTIFY_ENV = "PYKERNEL_NOTIFY_FD"
 RUN_DIR_ENV = "PYKERNEL_RUN_DIR"
+KERNEL_PID_ENV = "PYKERNEL_KERNEL_PID"
+_PR_SET_PDEATHSIG = 1
 READY_LINE = b"READY=1"
 STATUS_PREFIX = b"STATUS="
 
@@ -354,3 +356,34 @@ def parse_notify(buffer: bytes) -> tuple[list[bytes], bytes]:
     """Split notify-pipe bytes into complete lines and the unfinished remainder."""
     *lines, rest = buffer.split(b"\n")
     return [line.strip() for line in lines if line.strip()], rest
+
+
+def die_with_kernel(environ: Mapping[str, str] | None = None) -> bool:
+    """Ask Linux to SIGTERM this process when the kernel that started it dies.
+
+    A server whose kernel was SIGKILLed would otherwise run on, holding its pipes. Called
+    by the server runtime (and forked servers) when ``PYKERNEL_KERNEL_PID`` is set; if the
+    kernel is already gone, this process gets SIGTERM at once.
+
+    Returns:
+        True when the request was made.
+
+    """
+    import ctypes
+    import os
+    import signal
+
+    env = os.environ if environ is None else environ
+    try:
+        kernel = int(env.get(KERNEL_PID_ENV, ""))
+    except ValueError:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != kernel:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True

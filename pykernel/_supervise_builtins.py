@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from pykernel._supervise import NOTIFY_ENV, RUN_DIR_ENV
+from pykernel._supervise import NOTIFY_ENV, RUN_DIR_ENV, die_with_kernel
 
 
 def _notify(line: bytes) -> None:
@@ -47,6 +47,7 @@ def housekeeping(interval: float, clean_every: float) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    die_with_kernel()
     run_dir = Path(os.environ.get(RUN_DIR_ENV) or ".")
     heartbeat = run_dir / "heartbeat.json"
     removed = _clean()

@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Mapping
 
-from pykernel._supervise import NOTIFY_ENV
+from pykernel._supervise import NOTIFY_ENV, die_with_kernel
 
 __all__ = ["ForkedProcess", "fork_python_server"]
 
@@ -86,6 +86,7 @@ def fork_python_server(entry: str, argv: tuple[str, ...], env: Mapping[str, str]
 def _child(entry: str, argv: tuple[str, ...], env: Mapping[str, str], cwd: str | None,
            log_fd: int, notify_fd: int | None) -> int:
     os.setsid()
+    die_with_kernel(env)  # as server.run() does for exec'd servers; the fork set it up
     name = env.get("PYKERNEL_SERVER") or entry.rpartition(":")[2]
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
         comm.write(f"pk:{name}"[:15])  # what ps/top show, instead of the kernel's name

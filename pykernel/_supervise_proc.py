@@ -2,9 +2,10 @@
 
 :func:`spawn` starts one service as the executor wants it: its own session, stdin from
 ``/dev/null``, stdout and stderr appended to its log after a marker line, the environment
-it was given plus ``PYKERNEL_RUN_DIR`` and (when it notifies) ``PYKERNEL_NOTIFY_FD``, the
-write end of a fresh notify pipe. Python servers with a ``fork_entry`` are forked from this
-process instead (:mod:`pykernel._supervise_fork`).
+it was given plus ``PYKERNEL_RUN_DIR``, ``PYKERNEL_KERNEL_PID`` (servers ask to die with
+it) and, when it notifies, ``PYKERNEL_NOTIFY_FD``: the write end of a fresh notify pipe.
+Python servers with a ``fork_entry`` are forked from this process instead
+(:mod:`pykernel._supervise_fork`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pykernel._supervise import NOTIFY_ENV, RUN_DIR_ENV, ServiceSpec, SpecError
+from pykernel._supervise import KERNEL_PID_ENV, NOTIFY_ENV, RUN_DIR_ENV, ServiceSpec, SpecError
 from pykernel._supervise_fork import ForkedProcess, fork_python_server
 
 Process = subprocess.Popen[bytes] | ForkedProcess
@@ -64,6 +65,7 @@ def spawn(spec: ServiceSpec, *, start_no: int, log_path: Path,
     env = dict(os.environ)
     env.update(spec.env)
     env[RUN_DIR_ENV] = str(run_dir)
+    env[KERNEL_PID_ENV] = str(os.getpid())
     read_fd = write_fd = -1
     if spec.notify:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)

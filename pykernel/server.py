@@ -6,7 +6,9 @@ The kernel starts each server with its terminals in the environment:
 - ``PYKERNEL_TERMINALS``: JSON ``{terminal: {pipe, role, direction, message_size, dtype,
   shape}}`` (``role`` is ``writer`` or ``reader``; ``pipe`` null means unconnected);
 - ``PYKERNEL_NOTIFY_FD``: where to say ``READY=1`` (see :mod:`pykernel._supervise`);
-- ``PYKERNEL_RUN_DIR``: the system's run directory (logs, results).
+- ``PYKERNEL_RUN_DIR``: the system's run directory (logs, results);
+- ``PYKERNEL_KERNEL_PID``: the kernel; :func:`run` asks Linux to SIGTERM the server when
+  the kernel dies (``PR_SET_PDEATHSIG``), so a crashed kernel leaves no servers behind.
 
 A Python server is a function taking a :class:`ServerContext`::
 
@@ -37,7 +39,7 @@ from types import TracebackType
 from typing import Any
 
 from pykernel._errors import PykernelError
-from pykernel._supervise import NOTIFY_ENV, RUN_DIR_ENV
+from pykernel._supervise import NOTIFY_ENV, RUN_DIR_ENV, die_with_kernel
 
 __all__ = [
     "ServerContext",
@@ -376,6 +378,7 @@ def run(func: ServerFunc, ctx: ServerContext | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        die_with_kernel()  # a SIGKILLed kernel must not leave its servers running
     with ctx:
         ctx.attach_all()
         result = func(ctx)

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,19 +32,23 @@ def demo_copy(tmp_path: Path) -> tuple[Path, str]:
     return path, system
 
 
-def processes_of(system: str) -> list[int]:
-    """Pids of live processes whose environment names this system."""
+def processes_of(system: str, sessions: Iterable[int] = ()) -> list[int]:
+    """Pids of live processes of this system: environment names it (exec'd servers) or
+    in one of the given sessions (each server leads its own; forked servers keep the
+    kernel's original environment block in /proc)."""
     needle = f"PYKERNEL_SYSTEM={system}\0".encode()
+    wanted = {int(s) for s in sessions if s}
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             environ = Path(f"/proc/{entry}/environ").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if needle in environ and state != "Z":
+        state, session = fields[0], int(fields[3])
+        if state != "Z" and (needle in environ or session in wanted):
             found.append(int(entry))
     return found
 
@@ -146,7 +150,7 @@ class TestDemo:
             tmp_path / "run" / "sink.log").read_text()
 
         assert segments_of(system) == []
-        assert processes_of(system) == []
+        assert processes_of(system, pids) == []
         assert all(not Path(f"/proc/{pid}").exists() for pid in pids)
 
 

@@ -184,3 +184,29 @@ class TestOutput:
         assert "\r" in text  # the status line rewrites itself
         assert f"{system}: stopped" in text
         assert proc.returncode == 0
+
+
+class TestKernelCrash:
+    """A SIGKILLed kernel leaves no server running, and the system can come up again."""
+
+    @pytest.mark.parametrize("mode", [[], ["--no-fork"]], ids=["fork", "exec"])
+    def test_servers_die_with_the_kernel(self, tmp_path: Path, system: str, procs: list,
+                                         mode: list[str]) -> None:
+        """Servers get SIGTERM when their kernel dies; the next up replaces stale pipes."""
+        proc = up(tmp_path, wiring(tmp_path, system), "--json-status", "--no-surface", *mode)
+        procs.append(proc)
+        event = wait_running(proc)
+        pids = [s["pid"] for s in event["services"]]
+        assert len(pids) == 3 and sorted(processes_of(system, pids)) == sorted(pids)
+        proc.kill()
+        proc.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while processes_of(system, pids):
+            assert time.monotonic() < deadline, processes_of(system, pids)
+            time.sleep(0.05)
+        again = up(tmp_path, wiring(tmp_path, system), "--json-status", "--no-surface", *mode)
+        procs.append(again)
+        wait_running(again)
+        again.send_signal(signal.SIGTERM)
+        again.communicate(timeout=30)
+        assert again.returncode == 0

@@ -4,6 +4,7 @@
  * It uses only the public C header (csrc/pykernel.h) and the kernel's environment:
  *   PYKERNEL_TERMINALS   JSON {terminal: {"pipe": NAME, "role": ..., ...}}
  *   PYKERNEL_NOTIFY_FD   where to write "READY=1\n" once both terminals are attached
+ *   PYKERNEL_KERNEL_PID  the kernel: SIGTERM comes when it dies (PR_SET_PDEATHSIG)
  * SIGTERM/SIGINT stop it: it drains what is already queued, then exits 0.
  *
  * Build: cc -std=c11 -O2 -Icsrc examples/c_server/pk_upper.c csrc/pk_*.c -o pk-upper
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -158,6 +160,10 @@ int main(void) {
     sa.sa_handler = on_stop; /* no SA_RESTART: waits return early */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    /* Die with the kernel: a SIGKILLed kernel must not leave its servers running. */
+    const char *kernel = getenv("PYKERNEL_KERNEL_PID");
+    if (kernel && prctl(PR_SET_PDEATHSIG, SIGTERM) == 0 && getppid() != atoi(kernel))
+        stopping = 1; /* it died before we asked */
 
     const char *terms = getenv("PYKERNEL_TERMINALS");
     if (!terms) {
