@@ -210,3 +210,50 @@ class TestKernelCrash:
         again.send_signal(signal.SIGTERM)
         again.communicate(timeout=30)
         assert again.returncode == 0
+
+
+def slow_wiring(tmp_path: Path, system: str, delay: float) -> Path:
+    """One command server that takes ``delay`` seconds to say READY=1."""
+    path = tmp_path / "slow.yaml"
+    path.write_text(
+        f"system: {system}\n"
+        "servers:\n"
+        "  slow:\n"
+        f"    command: [bash, -c, 'sleep {delay}; echo READY=1 >&$PYKERNEL_NOTIFY_FD; "
+        "exec sleep 60']\n"
+        "    manifest:\n"
+        "      {servername: slow, class_hex: '0x9', owner: test,\n"
+        "       terminals: [{name: out, direction: output, message_size: 64}]}\n")
+    return path
+
+
+class TestBootInterrupted:
+    """Boot that does not finish: a readiness timeout, or a signal while booting."""
+
+    def test_ready_timeout_exits_4(self, tmp_path: Path, system: str) -> None:
+        """--ready-timeout turns a slow server into exit 4 naming it."""
+        result = subprocess.run(
+            [*PYKERNEL, "up", str(slow_wiring(tmp_path, system, 30)), "--run-dir",
+             str(tmp_path / "run"), "--ready-timeout", "0.5", "--no-surface"],
+            capture_output=True, text=True, timeout=60)
+        assert result.returncode == 4
+        assert "service 'slow' was not ready within 0.5 s" in result.stderr
+
+    def test_sigint_during_boot_exits_130(self, tmp_path: Path, system: str,
+                                          procs: list) -> None:
+        """Ctrl-C while a server is still starting stops everything: exit 130."""
+        proc = up(tmp_path, slow_wiring(tmp_path, system, 30), "--json-status",
+                  "--no-surface")
+        procs.append(proc)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event.get("name") == "slow" and event["state"] == "starting":
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        states = [json.loads(x)["state"] for x in rest.splitlines()
+                  if json.loads(x).get("name") == "slow"]
+        assert states[-1] == "stopped"
+        assert not Path(f"/proc/{event['pid']}").exists()
