@@ -68,6 +68,7 @@ def fork_python_server(entry: str, argv: tuple[str, ...], env: Mapping[str, str]
         OSError: the fork failed.
 
     """
+    _warm_up()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -81,6 +82,15 @@ def fork_python_server(entry: str, argv: tuple[str, ...], env: Mapping[str, str]
             os.write(2, f"pykernel: forked server {entry} failed: {exc!r}\n".encode())
     finally:
         os._exit(status)
+
+
+def _warm_up() -> None:
+    """Import in the parent, once, what every child needs (else each child pays for it)."""
+    import ctypes
+    import importlib
+
+    importlib.import_module("pykernel.server")
+    ctypes.CDLL(None)  # die_with_kernel's libc handle
 
 
 def _child(entry: str, argv: tuple[str, ...], env: Mapping[str, str], cwd: str | None,
