@@ -35,7 +35,7 @@ from typing import Any
 
 from control.errors import ControlError
 from control.plan import Plan, PlannedServer
-from pykernel._executor import Executor
+from pykernel._executor import Executor, builtin_services
 from pykernel._supervise import ExecutorStatus, ServiceSpec, ServiceState, ServiceStatus
 
 __all__ = [
@@ -169,7 +169,9 @@ class Kernel:
             services_from_plan(plan, python=python, ready_timeout=ready_timeout,
                                stop_grace=stop_grace, fork_python=fork_python),
             run_dir=self.run_dir,
-            builtins=builtins,
+            # housekeeping cleans only this system's stale pipes, never another's
+            builtins=builtin_services(clean_prefix=f"{plan.system}.") if builtins is None
+            else builtins,
             reap_all=reap_all,
             on_change=self._changed,
         )

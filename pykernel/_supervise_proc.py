@@ -24,7 +24,8 @@ Process = subprocess.Popen[bytes] | ForkedProcess
 LOG_MARK = "--- pykernel executor:"
 
 
-def builtin_services(python: str | None = None, heartbeat: float = 1.0) -> tuple[ServiceSpec, ...]:
+def builtin_services(python: str | None = None, heartbeat: float = 1.0,
+                     clean_prefix: str = "") -> tuple[ServiceSpec, ...]:
     """Return the built-in services, started before any other (the list is explicit).
 
     - ``pykernel.housekeeping``: writes a heartbeat file in the run directory and removes
@@ -33,6 +34,7 @@ def builtin_services(python: str | None = None, heartbeat: float = 1.0) -> tuple
     Args:
         python: the interpreter to run them with (default: this one).
         heartbeat: seconds between heartbeats.
+        clean_prefix: remove only stale pipes whose names start with this ("": all).
 
     """
     exe = python or sys.executable
@@ -40,7 +42,7 @@ def builtin_services(python: str | None = None, heartbeat: float = 1.0) -> tuple
         ServiceSpec(
             name="pykernel.housekeeping",
             argv=(exe, "-m", "pykernel._supervise_builtins", "housekeeping",
-                  "--interval", repr(float(heartbeat))),
+                  "--interval", repr(float(heartbeat)), "--prefix", clean_prefix),
             restart="always",
             backoff_initial=0.5,
             backoff_max=10.0,

@@ -202,18 +202,30 @@ class TestKernelLifecycle:
         assert shm_names(system) == []
 
     def test_builtin_housekeeping_runs_first(self, tmp_path: Path, system: str) -> None:
-        """With the default built-ins, housekeeping is up before the servers and beats."""
+        """Housekeeping is up first, removed this system's stale pipes only, and beats."""
+        import subprocess
+
+        other = f"other{uuid.uuid4().hex[:8]}.x"
+        subprocess.run([sys.executable, "-c",
+                        "import sys; from pykernel import Pipe\n"
+                        "for n in sys.argv[1:]: Pipe.create(n, slot_size=64, slots=8)",
+                        f"{system}.old.pipe", other], check=True)
         plan = build_plan(wiring(tmp_path, system))
         run_dir = tmp_path / "run"
-        with Kernel(plan, run_dir=run_dir) as kernel:
-            names = [s.name for s in kernel.status().services]
-            assert names[0] == "pykernel.housekeeping"
-            deadline = time.monotonic() + 5
-            while not (run_dir / "heartbeat.json").exists():
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-            beat = json.loads((run_dir / "heartbeat.json").read_text())
-            assert beat["pid"] == kernel.status().service("pykernel.housekeeping").pid
+        try:
+            with Kernel(plan, run_dir=run_dir) as kernel:
+                names = [s.name for s in kernel.status().services]
+                assert names[0] == "pykernel.housekeeping"
+                assert not Path(f"/dev/shm/pykernel.{system}.old.pipe").exists()
+                assert Path(f"/dev/shm/pykernel.{other}").exists()
+                deadline = time.monotonic() + 5
+                while not (run_dir / "heartbeat.json").exists():
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+                beat = json.loads((run_dir / "heartbeat.json").read_text())
+                assert beat["pid"] == kernel.status().service("pykernel.housekeeping").pid
+        finally:
+            Path(f"/dev/shm/pykernel.{other}").unlink(missing_ok=True)
         assert shm_names(system) == []
 
 
