@@ -101,7 +101,7 @@ class _Reporter:
             if self.json_lines:
                 self.line({"event": "service", "previous": previous.value, **status.to_dict()})
             elif status.state in (ServiceState.FAILED, ServiceState.BACKOFF) or (
-                status.state is ServiceState.STOPPED and "killed" in status.reason
+                status.state is ServiceState.STOPPED and status.killed
             ):
                 self.progress.done()
                 self.err.write(f"pykernel: {status.name}: {status.state.value}: "
@@ -154,7 +154,7 @@ class _Reporter:
 def final_exit_code(status: ExecutorStatus) -> int:
     """Return 0 when every server ended cleanly, else ``EXIT_SERVER_FAILED``."""
     for svc in status.services:
-        if svc.state is ServiceState.FAILED or "killed" in svc.reason:
+        if svc.state is ServiceState.FAILED or svc.killed:
             return EXIT_SERVER_FAILED
     return 0
 

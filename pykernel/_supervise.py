@@ -237,6 +237,7 @@ class ServiceStatus:
         backoff: the delay (s) chosen for the pending restart (in ``backoff``), else 0.
         since: wall-clock time (``time.time()``) of the last state change.
         log_path: the per-service log file.
+        killed: its last stop needed SIGKILL (it outlived its grace period).
 
     """
 
@@ -252,6 +253,7 @@ class ServiceStatus:
     backoff: float
     since: float
     log_path: str
+    killed: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """Return a JSON-ready dict (the state as its string value)."""
@@ -268,6 +270,7 @@ class ServiceStatus:
             "backoff": self.backoff,
             "since": self.since,
             "log_path": self.log_path,
+            "killed": self.killed,
         }
 
 

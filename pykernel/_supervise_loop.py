@@ -242,6 +242,7 @@ class SupervisorLoop:
             backoff=svc.backoff,
             since=svc.since,
             log_path=str(svc.log_path),
+            killed=svc.killed,
         )
 
     def _advance(self) -> None:

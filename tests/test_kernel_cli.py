@@ -257,3 +257,60 @@ class TestBootInterrupted:
                   if json.loads(x).get("name") == "slow"]
         assert states[-1] == "stopped"
         assert not Path(f"/proc/{event['pid']}").exists()
+
+
+class TestStubbornServer:
+    """A server that outlives its grace period is killed, and the exit says so."""
+
+    def test_killed_at_shutdown_exits_6(self, tmp_path: Path, system: str,
+                                        procs: list) -> None:
+        """SIGTERM ignored: SIGKILL after --grace, a line on stderr, exit 6."""
+        path = tmp_path / "stubborn.yaml"
+        path.write_text(
+            f"system: {system}\n"
+            "servers:\n"
+            "  stubborn:\n"
+            "    command: [bash, -c, \"trap '' TERM; echo READY=1 >&$PYKERNEL_NOTIFY_FD; "
+            "while :; do sleep 0.05; done\"]\n"
+            "    manifest:\n"
+            "      {servername: stubborn, class_hex: '0x9', owner: test,\n"
+            "       terminals: [{name: out, direction: output, message_size: 64}]}\n")
+        proc = up(tmp_path, path, "--grace", "0.3", "--no-surface", "--json-status")
+        procs.append(proc)
+        wait_running(proc)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 6
+        final = json.loads(out.splitlines()[-1])
+        assert final["event"] == "stopped" and final["exit_code"] == 6
+        (stubborn,) = [s for s in final["services"] if s["name"] == "stubborn"]
+        assert stubborn["killed"] and stubborn["reason"] == "did not stop within 0.3 s; killed"
+
+
+class TestForwarding:
+    """SIGHUP, SIGUSR1 and SIGUSR2 sent to the kernel reach every server."""
+
+    def test_sigusr1_reaches_server(self, tmp_path: Path, system: str, procs: list) -> None:
+        """A server trapping SIGUSR1 sees the one sent to `pykernel up`."""
+        mark = tmp_path / "usr1"
+        path = tmp_path / "trap.yaml"
+        path.write_text(
+            f"system: {system}\n"
+            "servers:\n"
+            "  trap:\n"
+            f"    command: [bash, -c, \"trap 'touch {mark}' USR1; "
+            "echo READY=1 >&$PYKERNEL_NOTIFY_FD; while :; do sleep 0.05; done\"]\n"
+            "    manifest:\n"
+            "      {servername: trap, class_hex: '0x9', owner: test,\n"
+            "       terminals: [{name: out, direction: output, message_size: 64}]}\n")
+        proc = up(tmp_path, path, "--json-status", "--no-surface")
+        procs.append(proc)
+        wait_running(proc)
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not mark.exists():
+            assert time.monotonic() < deadline, "SIGUSR1 was not forwarded"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 0
