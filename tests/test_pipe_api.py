@@ -302,6 +302,8 @@ class TestTransfer:
                 r.recv_into(small)
             big = bytearray(16)
             assert r.recv_into(big) == 10 and big[:10] == b"0123456789"
+            with pytest.raises(PipeArgumentError, match="writable buffer"):
+                r.recv_into(b"read-only")
 
     def test_batches(self, names: PipeNames) -> None:
         """send_batch/recv_batch move many messages per call, wrapping the ring."""
@@ -326,6 +328,29 @@ class TestTransfer:
             assert r.recv_batch(10) == [a.tobytes() for a in arrays]
             with pytest.raises(PipeArgumentError, match="bytes-like messages"):
                 w.send_batch(["text"])  # type: ignore[list-item]
+
+    def test_packed_batches(self, names: PipeNames) -> None:
+        """send_packed/recv_packed move fixed-size rows with no per-message objects."""
+        with Pipe.create(names(), slot_size=16, slots=64) as p, p.writer() as w, p.reader() as r:
+            rows = np.arange(40 * 4, dtype=np.uint32).reshape(40, 4)  # 40 messages of 16 B
+            assert w.send_packed(rows, 16) == 40
+            buf = np.zeros((64, 4), dtype=np.uint32)
+            lens = np.zeros(64, dtype=np.uint32)
+            n = r.recv_packed(buf, lens)
+            assert n == 40 and (lens[:n] == 16).all()
+            assert np.array_equal(buf[:n], rows)
+            assert w.send_packed(b"", 8) == 0
+            with pytest.raises(PipeArgumentError, match="not a whole number of 16-byte"):
+                w.send_packed(b"x" * 20, 16)
+            with pytest.raises(MessageSizeError, match="packed message size 17"):
+                w.send_packed(b"x" * 17, 17)
+            with pytest.raises(PipeEmpty):
+                r.recv_packed(buf, lens, timeout=0)
+            w.send(b"x" * 16)
+            with pytest.raises(MessageSizeError, match="smaller than the next message"):
+                r.recv_packed(bytearray(8), lens)
+            with pytest.raises(PipeArgumentError, match="writable"):
+                r.recv_packed(b"read-only", lens)
 
     def test_reserve_commit_numpy(self, names: PipeNames) -> None:
         """A reserved slot is filled through numpy and arrives as one message."""
