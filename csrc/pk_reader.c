@@ -27,7 +27,7 @@ static inline void advance(pk_reader *r, uint64_t next)
 static void resync(pk_reader *r)
 {
     pk_pipe *p = r->p;
-    uint64_t head = pk_ld_acq(&p->hdr->head);
+    uint64_t head = pk_ld_acq(&p->hdr->head); /* pairs with the writers' head release/CAS */
     uint64_t next = head - p->slots + 1;
     if (pk_diff(next, r->pos + 1) < 0)
         next = r->pos + 1;
@@ -62,12 +62,14 @@ static int reader_tick(void *ctx)
 {
     pk_reader *r = ctx;
     pk_pipe *p = r->p;
+    /* head acquire pairs with the claim CAS: the claimers' advertised ranges are visible. */
     if (p->shape == PK_SHAPE_COMBINER && pk_diff(pk_ld_acq(&p->hdr->head), r->pos) > 0 &&
         pk_repair_lock(p)) {
         pk_repair_pos(p, r->pos); /* a dead writer's claim may be what we wait for */
         pk_repair_unlock(p);
     }
     pk_reap_writers(p);
+    /* writer_seen acquire pairs with pk_writer_attach's release. */
     if (!pk_ld_acq(&p->hdr->writer_seen) || pk_any_live_writer(p))
         return 0;
     /* No writer left. The acquire loads of their pids above pair with their detach's
@@ -112,7 +114,7 @@ static int take(pk_reader *r, char *buf, uint32_t cap, uint32_t *len)
         /* Seqlock reader: the copy happens before the re-check (pairs with the writer's
          * release fence after its marker store). */
         pk_fence_acq();
-        if (pk_ld_rlx(&s->seq) != pos + 1) {
+        if (pk_ld_rlx(&s->seq) != pos + 1) { /* ordered by the acquire fence above */
             resync(r);
             return 0;
         }
@@ -142,11 +144,11 @@ int pk_reader_attach(pk_pipe *p, pk_reader **out)
                 continue;
             pk_reader *r = calloc(1, sizeof *r);
             if (!r) {
-                pk_st_rel(&rr->pid, 0);
+                pk_st_rel(&rr->pid, 0); /* give the record back (pairs with attachers' CAS) */
                 return -ENOMEM;
             }
             pk_pipe_ref(p);
-            pk_st_rlx(&rr->pidns, pk_self_pidns());
+            pk_st_rlx(&rr->pidns, pk_self_pidns()); /* published by the start release below */
             pk_st_rel(&rr->start, pk_self_start()); /* publishes pidns too */
             r->p = p;
             r->rec = rr;
@@ -159,11 +161,11 @@ int pk_reader_attach(pk_pipe *p, pk_reader **out)
                  * its head before scanning, so we start at or after anything it may
                  * overwrite. */
                 pk_fence_sc();
-                advance(r, pk_ld_acq(&p->hdr->head));
+                advance(r, pk_ld_acq(&p->hdr->head)); /* pairs with the writer's head release */
             } else {
                 r->pos = pk_ld_acq(&rr->tail); /* one reader: continue where the last stopped */
             }
-            pk_st_rel(&p->hdr->reader_seen, 1);
+            pk_st_rel(&p->hdr->reader_seen, 1); /* pairs with writer_tick's acquire */
             pk_wake(&p->hdr->space_word, &p->hdr->space_waiters); /* our tail may free room */
             *out = r;
             return 0;
@@ -184,6 +186,7 @@ uint32_t pk_reader_index(const pk_reader *r) { return r ? r->index : 0; }
 
 uint64_t pk_reader_late_wakeups(const pk_reader *r) { return r ? r->late_wakeups : 0; }
 
+/* Relaxed: our own counter. */
 uint64_t pk_reader_drops(const pk_reader *r) { return r ? pk_ld_rlx(&r->rec->drops) : 0; }
 
 int pk_recv(pk_reader *r, char *buf, uint32_t cap, uint32_t *len, int64_t timeout_ns)
@@ -232,6 +235,7 @@ int pk_recv_batch(pk_reader *r, char *buf, uint64_t cap, uint32_t *lens, uint32_
         }
         while (got < max_n && ready(r)) {
             uint64_t room = cap - used;
+            /* ordered after ready()'s load-acquire of the slot's seq */
             uint32_t n = pk_ld_rlx(&pk_slot_at(r->p, r->pos)->len);
             if (n <= r->p->slot_size && n > room)
                 break; /* the caller's buffer is full */
@@ -262,7 +266,7 @@ int pk_view(pk_reader *r, const void **data, uint32_t *len, int64_t timeout_ns)
             return rc;
     }
     pk_slot *s = pk_slot_at(r->p, r->pos);
-    uint32_t n = pk_ld_rlx(&s->len);
+    uint32_t n = pk_ld_rlx(&s->len); /* ordered after ready()'s load-acquire of seq */
     *data = pk_payload(s);
     *len = n > r->p->slot_size ? r->p->slot_size : n; /* lossy torn len: caught at release */
     r->viewing = 1;
@@ -279,7 +283,7 @@ int pk_release(pk_reader *r)
     pk_pipe *p = r->p;
     uint64_t pos = r->pos;
     pk_slot *s = pk_slot_at(p, pos);
-    uint32_t n = pk_ld_rlx(&s->len);
+    uint32_t n = pk_ld_rlx(&s->len); /* for the statistics only */
     if (p->lossy) {
         pk_fence_acq(); /* seqlock reader: the caller's reads of the view come before this */
         if (pk_ld_rlx(&s->seq) != pos + 1) {
@@ -303,7 +307,7 @@ void pk_reader_detach(pk_reader *r)
         pk_pipe_unref(p);
         return;
     }
-    pk_st_rlx(&r->rec->start, 0);
+    pk_st_rlx(&r->rec->start, 0); /* published by the pid release below */
     /* Pairs with writers' load-acquire of pid (slowest_tail, ticks). */
     pk_st_rel(&r->rec->pid, 0);
     pk_wake(&p->hdr->space_word, &p->hdr->space_waiters); /* a slow reader leaving frees room */

@@ -32,6 +32,7 @@ int pk_repair_lock(pk_pipe *p)
     return atomic_compare_exchange_strong(lk, &cur, me); /* the holder died: take over */
 }
 
+/* Release: our repairs happen before the next holder's CAS acquire. */
 void pk_repair_unlock(pk_pipe *p) { pk_st_rel(&p->hdr->repair_pid, 0); }
 
 void pk_set_claim(pk_writer *w, uint64_t pos, uint32_t n)
@@ -104,6 +105,7 @@ int pk_repair_pos(pk_pipe *p, uint64_t pos)
         /* Which position does the slot wait for? seq == q is a lossy writer's marker for q
          * (same slot index); seq == x + 1 means x was published, so it waits for x + slots. */
         uint64_t q = (seq & p->mask) == (pos & p->mask) ? seq : seq - 1 + p->slots;
+        /* head acquire pairs with the claim CAS: claims up to head are advertised. */
         if (pk_diff(pk_ld_acq(&p->hdr->head), q) <= 0)
             return 0; /* nobody claimed q yet */
         int dead = 0;
@@ -131,6 +133,7 @@ int pk_reap_writers(pk_pipe *p)
         int progress = 0;
         for (uint32_t i = 0; i < p->hdr->max_writers; i++) {
             pk_writer_rec *wr = &p->writers[i];
+            /* pid acquire pairs with attach's CAS; start's acquire with attach's release */
             int32_t pid = pk_ld_acq(&wr->pid);
             if (pid <= 0 || pk_peer_alive(pk_ld_acq(&wr->pidns), pid, pk_ld_acq(&wr->start)))
                 continue;
@@ -141,7 +144,7 @@ int pk_reap_writers(pk_pipe *p)
                 read_claim(wr, &cp, &n);
                 for (uint32_t k = 0; k < n && k < p->slots; k++) {
                     uint64_t q = cp + k;
-                    if (pk_diff(pk_ld_acq(&p->hdr->head), q) <= 0)
+                    if (pk_diff(pk_ld_acq(&p->hdr->head), q) <= 0) /* as in pk_repair_pos */
                         break; /* the claim's CAS never succeeded this far */
                     int dead = 0;
                     if (!pk_repair_pos(p, q) && !claimers(p, q, &dead) && dead)
@@ -150,6 +153,8 @@ int pk_reap_writers(pk_pipe *p)
             }
             if (!done)
                 continue;
+            /* Relaxed: the owner is dead and we hold the repair lock; the pid release below
+             * publishes these to the next owner. */
             uint32_t g = pk_ld_rlx(&wr->claim_gen);
             pk_st_rlx(&wr->claim_n, 0);
             pk_st_rlx(&wr->claim_gen, (g | 1) + 1);
@@ -175,10 +180,11 @@ int pk_reap_readers(pk_pipe *p)
     int reaped = 0;
     for (uint32_t i = 0; i < p->hdr->max_readers; i++) {
         pk_reader_rec *rr = &p->readers[i];
+        /* pid acquire pairs with attach's CAS; start's acquire with attach's release */
         int32_t pid = pk_ld_acq(&rr->pid);
         if (pid <= 0 || pk_peer_alive(pk_ld_acq(&rr->pidns), pid, pk_ld_acq(&rr->start)))
             continue;
-        pk_st_rlx(&rr->start, 0);
+        pk_st_rlx(&rr->start, 0); /* published by the pid release below */
         pk_st_rel(&rr->pid, 0); /* pairs with attachers' CAS and writers' scans */
         reaped++;
     }
@@ -192,6 +198,7 @@ int pk_any_live_writer(pk_pipe *p)
 {
     for (uint32_t i = 0; i < p->hdr->max_writers; i++) {
         pk_writer_rec *wr = &p->writers[i];
+        /* pid acquire pairs with detach's release: what it published is visible to us */
         int32_t pid = pk_ld_acq(&wr->pid);
         if (pid > 0 && pk_peer_alive(pk_ld_acq(&wr->pidns), pid, pk_ld_acq(&wr->start)))
             return 1;

@@ -233,6 +233,7 @@ int pk_pipe_create(const char *shm_name, const pk_geometry *g, uint32_t mode, pk
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     h->created_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+    /* Relaxed initialisation: published to openers by the `ready` release below. */
     pk_st_rlx(&h->head, g->start_pos);
     fill_handle(p, h, bytes);
     for (uint32_t i = 0; i < h->max_readers; i++)
@@ -321,6 +322,7 @@ int pk_pipe_info_get(const pk_pipe *p, pk_pipe_info *out)
     return 0;
 }
 
+/* Relaxed: taking a reference needs no ordering; dropping one does (pk_pipe_unref). */
 void pk_pipe_ref(pk_pipe *p) { atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed); }
 
 void pk_pipe_unref(pk_pipe *p)

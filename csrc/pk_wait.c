@@ -10,8 +10,9 @@
  * changes the word, so FUTEX_WAIT returns EAGAIN or is woken. The waker that clears the
  * flag wakes every sleeper, so the wakers after it skip the syscall until someone sleeps
  * again: one FUTEX_WAKE per sleep, not one per message while a woken peer is still being
- * scheduled. A flag left set by a sleeper that timed out only costs one spare syscall. Sleeps are also bounded by
- * PK_TICK_NS, when tick() checks that the peer is still alive: a dead peer never wakes us.
+ * scheduled. A flag left set by a sleeper that timed out only costs one spare syscall.
+ * Sleeps are also bounded by PK_TICK_NS, when tick() checks that the peer is still alive:
+ * a dead peer never wakes us.
  * A signal that interrupts the sleep returns -EINTR (call again), so an embedding runtime
  * such as Python can run its handlers (Ctrl-C) between calls.
  */
@@ -47,8 +48,10 @@ void pk_wake(_Atomic uint32_t *word, _Atomic uint32_t *waiters)
      * stored) is ordered before this load of the flag. A plain load first keeps the line
      * shared while nobody sleeps. */
     pk_fence_sc();
-    if (pk_ld_rlx(waiters) == 0 || atomic_exchange_explicit(waiters, 0, memory_order_acq_rel) == 0)
+    if (pk_ld_rlx(waiters) == 0)
         return;
+    if (atomic_exchange_explicit(waiters, 0, memory_order_acq_rel) == 0)
+        return; /* another waker took the flag, and with it the duty to wake */
     /* The increment changes the value a sleeper is about to FUTEX_WAIT on (EAGAIN). */
     atomic_fetch_add_explicit(word, 1, memory_order_release);
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
@@ -109,6 +112,7 @@ int pk_wait(_Atomic uint32_t *word, _Atomic uint32_t *waiters, pk_cond_fn cond, 
              * word: whoever made it hold skipped the wake (Dekker broken). Counted for the
              * tests; a wake that merely raced the timer did bump the word. */
             int e = futex_wait(word, seen, until > now ? until - now : 1);
+            /* word acquire pairs with the waker's release increment */
             if (e == ETIMEDOUT && late && pk_ld_acq(word) == seen && cond(ctx))
                 (*late)++;
             else if (e == EINTR)

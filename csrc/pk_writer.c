@@ -26,7 +26,7 @@ static uint64_t slowest_tail(pk_pipe *p, uint64_t head)
     uint64_t m = head;
     for (uint32_t i = 0; i < p->hdr->max_readers; i++) {
         pk_reader_rec *rr = &p->readers[i];
-        if (pk_ld_acq(&rr->pid) > 0) {
+        if (pk_ld_acq(&rr->pid) > 0) { /* pairs with attach's CAS / detach's release */
             uint64_t t = pk_ld_acq(&rr->tail); /* pairs with the reader's store-release */
             if (pk_diff(t, m) < 0)
                 m = t;
@@ -49,6 +49,7 @@ static uint64_t free_at(pk_writer *w, uint64_t pos)
 
 static uint64_t cur_pos(pk_writer *w)
 {
+    /* combiner: head acquire pairs with the other writers' claim CAS */
     return w->p->shape == PK_SHAPE_COMBINER ? pk_ld_acq(&w->p->hdr->head) : w->pos;
 }
 
@@ -68,6 +69,7 @@ static int writer_tick(void *ctx)
     if (p->shape == PK_SHAPE_COMBINER)
         pk_reap_writers(p); /* a dead writer's claim must not look like a live one */
     pk_reader_rec *rr = &p->readers[0];
+    /* acquires pair with the reader's attach CAS and reader_seen release */
     int32_t pid = pk_ld_acq(&rr->pid);
     if (pid > 0 || !pk_ld_acq(&p->hdr->reader_seen))
         return 0; /* a live reader, or none yet: keep waiting */
@@ -102,7 +104,7 @@ static inline void *begin_slot(pk_pipe *p, uint64_t pos)
 static inline void end_slot(pk_pipe *p, uint64_t pos, uint32_t len)
 {
     pk_slot *s = pk_slot_at(p, pos);
-    pk_st_rlx(&s->len, len);
+    pk_st_rlx(&s->len, len); /* published by the seq release below */
     /* Publish: payload and len are visible before seq (pairs with readers' load-acquire). */
     pk_st_rel(&s->seq, pos + 1);
 }
@@ -127,7 +129,7 @@ static uint32_t claim(pk_writer *w, uint32_t want, uint64_t *first)
     pk_pipe *p = w->p;
     pk_hdr *h = p->hdr;
     for (;;) {
-        uint64_t head = pk_ld_acq(&h->head);
+        uint64_t head = pk_ld_acq(&h->head); /* pairs with the other writers' CAS */
         uint64_t avail = p->lossy ? p->slots : free_at(w, head);
         if (avail == 0)
             return 0;
@@ -147,6 +149,7 @@ static int prev_lap_done(void *ctx)
 {
     pk_writer *w = ctx;
     uint64_t pos = w->reserved;
+    /* pairs with the previous lap writer's publishing release of seq */
     return pk_ld_acq(&pk_slot_at(w->p, pos)->seq) == pos + 1 - w->p->slots;
 }
 
@@ -190,11 +193,11 @@ int pk_writer_attach(pk_pipe *p, pk_writer **out)
                 continue;
             pk_writer *w = calloc(1, sizeof *w);
             if (!w) {
-                pk_st_rel(&wr->pid, 0);
+                pk_st_rel(&wr->pid, 0); /* give the record back (pairs with attachers' CAS) */
                 return -ENOMEM;
             }
             pk_pipe_ref(p);
-            pk_st_rlx(&wr->pidns, pk_self_pidns());
+            pk_st_rlx(&wr->pidns, pk_self_pidns()); /* published by the start release below */
             pk_st_rel(&wr->start, pk_self_start()); /* publishes pidns too */
             w->p = p;
             w->rec = wr;
