@@ -2,7 +2,8 @@
 
 In one process (the cost of a call, no scheduling): send+recv of 64 B, a batch of 1024
 messages each way, zero-copy reserve/commit + view/release of 4 KiB through numpy,
-``stats()``. Across two processes: a 64 B ping-pong round trip against an echo child.
+``stats()``. Across two processes pinned to two CPUs: a 64 B ping-pong round trip against
+an echo child.
 Run: ``.venv/bin/python -m pytest benches/test_bench_pipe_calls.py``.
 """
 
@@ -21,7 +22,14 @@ from pykernel import Pipe, PipeNotFoundError
 MSG = b"x" * 64
 
 
+def _pin(cpu: int) -> None:
+    """Pin to one CPU, as the peer baselines were measured (when there are two)."""
+    if len(os.sched_getaffinity(0)) >= 2:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[cpu]})
+
+
 def _echo(a: str, b: str, n: int) -> None:
+    _pin(1)
     with Pipe.open(a) as pa, Pipe.open(b) as pb, pa.reader() as r, pb.writer() as w:
         for _ in range(n):
             w.send(r.recv(timeout=60))
@@ -92,6 +100,8 @@ def test_ping_pong_64(record_machine, pipes) -> None:  # type: ignore[no-untyped
     pb = _pipe(pipes, "pong", slot_size=64, slots=256)
     child = mp.get_context("spawn").Process(target=_echo, args=(pa.name, pb.name, rounds * n))
     child.start()
+    before = os.sched_getaffinity(0)
+    _pin(0)
     try:
         with pa, pb, pa.writer() as w, pb.reader() as r:
 
@@ -104,6 +114,7 @@ def test_ping_pong_64(record_machine, pipes) -> None:  # type: ignore[no-untyped
             record_machine.extra_info["round_trips_per_round"] = n
         child.join(60)
     finally:
+        os.sched_setaffinity(0, before)
         if child.is_alive():
             child.kill()
             child.join()
