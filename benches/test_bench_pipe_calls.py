@@ -1,7 +1,7 @@
 """pytest-benchmark of the pipe's hot calls (numbers, not pass/fail).
 
 In one process (the cost of a call, no scheduling): send+recv of 64 B, a batch of 1024
-messages each way, zero-copy reserve/commit + view/release of 4 KiB through numpy,
+messages each way (lists of bytes, and packed numpy rows), zero-copy reserve/commit + view/release of 4 KiB through numpy,
 ``stats()``. Across two processes pinned to two CPUs: a 64 B ping-pong round trip against
 an echo child.
 Run: ``.venv/bin/python -m pytest benches/test_bench_pipe_calls.py``.
@@ -69,6 +69,19 @@ def test_batch_1024x64(record_machine, pipes) -> None:  # type: ignore[no-untype
             return len(r.recv_batch(1024))
 
         assert record_machine(batch) == 1024
+        record_machine.extra_info["messages_per_round"] = 1024
+
+
+def test_packed_1024x64(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
+    rows = np.zeros((1024, 16), dtype=np.uint32)
+    buf, lens = np.zeros_like(rows), np.zeros(1024, dtype=np.uint32)
+    with _pipe(pipes, "packed", slot_size=64, slots=1024) as p, p.writer() as w, p.reader() as r:
+
+        def packed() -> int:
+            w.send_packed(rows, 64)
+            return r.recv_packed(buf, lens)
+
+        assert record_machine(packed) == 1024
         record_machine.extra_info["messages_per_round"] = 1024
 
 
