@@ -1,8 +1,8 @@
 """pytest-benchmark of the pipe's hot calls (numbers, not pass/fail).
 
 In one process (the cost of a call, no scheduling): send+recv of 64 B, a batch of 1024
-messages each way (lists of bytes, and packed numpy rows), zero-copy reserve/commit + view/release of 4 KiB through numpy,
-``stats()``. Across two processes pinned to two CPUs: a 64 B ping-pong round trip against
+messages each way (lists of bytes, and packed numpy rows), zero-copy reserve/commit +
+view/release of 4 KiB through numpy, ``stats()``. Across two processes pinned to two CPUs: a 64 B ping-pong round trip against
 an echo child.
 Run: ``.venv/bin/python -m pytest benches/test_bench_pipe_calls.py``.
 """
