@@ -2,8 +2,8 @@
 
 In one process (the cost of a call, no scheduling): send+recv of 64 B, a batch of 1024
 messages each way (lists of bytes, and packed numpy rows), zero-copy reserve/commit +
-view/release of 4 KiB through numpy, ``stats()``. Across two processes pinned to two CPUs: a 64 B ping-pong round trip against
-an echo child.
+view/release of 4 KiB through numpy, ``stats()``. Across two processes pinned to two CPUs:
+a 64 B ping-pong round trip against an echo child.
 Run: ``.venv/bin/python -m pytest benches/test_bench_pipe_calls.py``.
 """
 
