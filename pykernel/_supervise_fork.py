@@ -10,15 +10,20 @@ default signal dispositions; then it runs ``pykernel.server.main([entry])`` and
 ``_exit``\ s with its status, so no parent state (atexit hooks, buffers, finalizers) runs
 twice.
 
-The usual caveat of ``fork`` in a threaded process applies: only the forking thread
-exists in the child, so the child must not need locks other threads held. The child
-touches only its own new objects; CPython resets the GIL, the import lock and
-``threading`` after a fork, glibc resets malloc.
+The usual caveats of ``fork`` in a threaded process apply. Only the forking thread exists
+in the child, so the child must not need locks other threads held: it touches only its own
+new objects, and CPython resets the GIL, the import lock and ``threading`` after a fork
+(glibc resets malloc). And the child must not finalize what it inherited: a pipe end's
+``__del__`` would detach the *kernel's* reader from shared memory, a buffered file would
+write its buffer twice. So the parent's other threads' frames and its signal handlers are
+kept referenced in the child, the collector is frozen (``gc.freeze``), and the child leaves
+by ``os._exit``: nothing inherited is ever freed there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import signal
@@ -71,9 +76,15 @@ def fork_python_server(entry: str, argv: tuple[str, ...], env: Mapping[str, str]
     _warm_up()
     sys.stdout.flush()
     sys.stderr.flush()
+    # What the child must never finalize: objects only other threads' stacks (deleted in
+    # the child by the fork) or the signal handlers (reset below) keep alive. Held here,
+    # they stay alive until the child's _exit; gc.freeze() keeps the collector off them.
+    inherited = (sys._current_frames(), {s: signal.getsignal(s) for s in _RESET_SIGNALS})
     pid = os.fork()
     if pid:
+        del inherited
         return ForkedProcess(pid, argv)
+    gc.freeze()
     status = 127
     try:
         status = _child(entry, argv, env, cwd, log_fd, notify_fd)

@@ -443,6 +443,8 @@ FORKED = '''
 import json, os, sys
 
 def server(ctx):
+    import gc
+    gc.collect()  # whatever the kernel left as garbage must not be finalized here
     info = {"pid": os.getpid(), "cwd": os.getcwd(), "server": os.environ.get("PYKERNEL_SERVER"),
             "argv": sys.argv, "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
             "comm": open("/proc/self/comm").read().strip(), "sid": os.getsid(0)}
@@ -454,6 +456,22 @@ def server(ctx):
         pass
     return int(os.environ.get("EXIT_WITH", "0"))
 '''
+
+
+class _Finalizer:
+    """Appends ``label@pid`` to a file when finalized."""
+
+    def __init__(self, path: Path, label: str) -> None:
+        self.path, self.label = path, label
+
+    def __del__(self) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{self.label}@{os.getpid()}\n")
+
+
+def _holding(obj: object) -> Callable[..., object]:
+    """A signal handler whose closure is the only holder of ``obj``."""
+    return lambda *_: obj
 
 
 class TestForkedPython:
@@ -485,6 +503,35 @@ class TestForkedPython:
         final = ex.shutdown()
         assert final.service("fk").reason == "stopped (exit code 0)"
         assert "hello from fk" in (tmp_path / "run" / "fk.log").read_text()
+
+    def test_inherited_objects_are_not_finalized(self, run, module: str,
+                                                 tmp_path: Path) -> None:
+        """Objects the kernel holds only through a signal handler, or that are garbage in a
+        cycle, are never finalized in the child (which resets its signal handlers and runs
+        gc.collect()): a __del__ there could act on the kernel's resources (buffers, shared
+        memory) from the wrong process."""
+        import gc
+
+        log = tmp_path / "finalized"
+        old_handler = signal.getsignal(signal.SIGUSR2)
+        signal.signal(signal.SIGUSR2, _holding(_Finalizer(log, "handler")))
+        gc.disable()
+        try:
+            cycle: list[object] = [_Finalizer(log, "cycle")]
+            cycle.append(cycle)
+            del cycle  # garbage, not yet collected
+            ex, _ = run([self.spec(module)])
+            wait_for(lambda: (tmp_path / "run" / "forked.json").exists())
+            child = json.loads((tmp_path / "run" / "forked.json").read_text())["pid"]
+            ex.shutdown()  # the child has collected, stopped and exited
+            assert not log.exists(), log.read_text()
+        finally:
+            signal.signal(signal.SIGUSR2, old_handler)
+            gc.enable()
+            gc.collect()
+        assert sorted(log.read_text().split()) == [f"cycle@{os.getpid()}",
+                                                   f"handler@{os.getpid()}"]
+        assert child != os.getpid()
 
     def test_exit_status_and_restart(self, run, module: str) -> None:
         """A forked server's exit status drives the restart policy like any other."""
