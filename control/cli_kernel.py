@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import threading
@@ -138,8 +139,12 @@ class _Reporter:
                 f"{restarts} restarts, up {uptime // 60}m{uptime % 60:02d}s")
         if bad:
             text += f", trouble: {', '.join(bad)}"
+        details = [f"{s.name}: {s.detail}" for s in servers if s.detail]
+        if details:
+            text += " | " + "; ".join(details)
+        width = shutil.get_terminal_size((100, 24)).columns - 1
         with self.lock:
-            self.progress.update(text)
+            self.progress.update(text if len(text) <= width else text[:width - 1] + "…")
 
     def stopped(self, status: ExecutorStatus, code: int) -> None:
         with self.lock:
