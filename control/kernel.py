@@ -325,7 +325,7 @@ class Kernel:
             self._lock_fd = None
 
     def _create_pipes(self) -> None:
-        from pykernel import Pipe, PipeExistsError, PykernelError, clean_pipes
+        from pykernel import Pipe, PipeExistsError, PykernelError
 
         for planned in self.plan.pipes:
             create = functools.partial(
@@ -338,7 +338,7 @@ class Kernel:
                     pipe = create()
                 except PipeExistsError:
                     # Left over from a kernel that died? Remove it only if nobody uses it.
-                    clean_pipes()
+                    _remove_if_stale(planned.name)
                     pipe = create()
             except PipeExistsError:
                 raise PipeSetupError(
@@ -355,5 +355,15 @@ class Kernel:
         pipes, self._pipes = self._pipes, {}
         for name, pipe in pipes.items():
             pipe.close()
+            with contextlib.suppress(PipeNotFoundError):
+                Pipe.unlink(name)
+
+
+def _remove_if_stale(name: str) -> None:
+    """Unlink pipe ``name`` if all its processes are gone (other pipes are not touched)."""
+    from pykernel import Pipe, PipeNotFoundError, list_pipes
+
+    for info in list_pipes():
+        if info.name == name and not info.in_use:
             with contextlib.suppress(PipeNotFoundError):
                 Pipe.unlink(name)

@@ -186,6 +186,25 @@ class TestKernelLifecycle:
             assert shm_names(system) == [f"pykernel.{planned.name}"]
             Pipe.unlink(planned.name)
 
+    def test_failed_pipe_setup_removes_the_pipes_made(self, tmp_path: Path) -> None:
+        """If the second pipe cannot be created, the first one is removed again."""
+        from test_demo import demo_copy, segments_of
+
+        from pykernel import Pipe
+
+        wiring_file, demo_system = demo_copy(tmp_path)
+        plan = build_plan(wiring_file)
+        first, second = (p.name for p in plan.pipes)  # created in this order
+        try:
+            with Pipe.create(second, slot_size=64, slots=8):
+                with pytest.raises(PipeSetupError, match=rf"pipe '{second}' exists"):
+                    Kernel(plan, run_dir=tmp_path / "run", builtins=()).start()
+                assert segments_of(demo_system) == [f"pykernel.{second}"]
+        finally:
+            for name in segments_of(demo_system):
+                os.unlink(f"/dev/shm/{name}")
+        assert first != second
+
     def test_stale_pipe_is_replaced(self, tmp_path: Path, system: str) -> None:
         """A pipe left by a dead kernel is removed and created afresh."""
         import subprocess
