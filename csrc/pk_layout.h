@@ -144,6 +144,8 @@ struct pk_writer {
     uint64_t late_wakeups; /* sleeps that timed out although room was there (see pk_wait) */
     int64_t tick_at;       /* next liveness check (monotonic ns) */
     uint32_t claim_gen;  /* combiner: mirror of rec->claim_gen (we are its only writer) */
+    uint32_t prev_lap_ticks; /* lossy combiner: liveness ticks spent waiting for a lap */
+    int prev_lap_give_up;    /* ... and whether to stop waiting (see prev_lap_tick) */
 };
 
 struct pk_reader {
@@ -190,6 +192,7 @@ int pk_reap_readers(pk_pipe *p);              /* detach dead readers; returns ho
 int pk_reap_writers(pk_pipe *p);              /* abort dead claims, detach dead writers */
 int pk_repair_pos(pk_pipe *p, uint64_t pos);  /* 1 once the slot for pos is published */
 int pk_any_live_writer(pk_pipe *p);
+int pk_live_claim_below(pk_pipe *p, uint64_t pos, uint32_t self); /* live claim before pos */
 void pk_set_claim(pk_writer *w, uint64_t pos, uint32_t n);
 
 #endif /* PK_LAYOUT_H */

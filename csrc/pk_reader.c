@@ -40,7 +40,8 @@ static int ready(void *ctx)
 {
     pk_reader *r = ctx;
     pk_pipe *p = r->p;
-    for (;;) {
+    /* Bounded: each round advances pos; only a corrupted segment needs more than a lap. */
+    for (uint64_t round = 0; round <= 2 * (uint64_t)p->slots; round++) {
         pk_slot *s = pk_slot_at(p, r->pos);
         uint64_t seq = pk_ld_acq(&s->seq); /* pairs with the writer's publishing release */
         int64_t d = pk_diff(seq, r->pos + 1);
@@ -56,6 +57,7 @@ static int ready(void *ctx)
         }
         return 1;
     }
+    return 0;
 }
 
 static int reader_tick(void *ctx)

@@ -194,6 +194,23 @@ int pk_reap_readers(pk_pipe *p)
     return reaped;
 }
 
+int pk_live_claim_below(pk_pipe *p, uint64_t pos, uint32_t self)
+{
+    for (uint32_t i = 0; i < p->hdr->max_writers; i++) {
+        pk_writer_rec *wr = &p->writers[i];
+        int32_t pid = pk_ld_acq(&wr->pid); /* pairs with attach's CAS / detach's release */
+        if (i == self || pid <= 0)
+            continue;
+        uint64_t cp;
+        uint32_t n;
+        int ok = read_claim(wr, &cp, &n);
+        if ((!ok || (n != 0 && pk_diff(cp, pos) < 0)) &&
+            pk_peer_alive(pk_ld_acq(&wr->pidns), pid, pk_ld_acq(&wr->start)))
+            return 1;
+    }
+    return 0;
+}
+
 int pk_any_live_writer(pk_pipe *p)
 {
     for (uint32_t i = 0; i < p->hdr->max_writers; i++) {

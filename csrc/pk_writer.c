@@ -149,8 +149,10 @@ static int prev_lap_done(void *ctx)
 {
     pk_writer *w = ctx;
     uint64_t pos = w->reserved;
+    if (w->prev_lap_give_up)
+        return 1;
     /* pairs with the previous lap writer's publishing release of seq */
-    return pk_ld_acq(&pk_slot_at(w->p, pos)->seq) == pos + 1 - w->p->slots;
+    return pk_diff(pk_ld_acq(&pk_slot_at(w->p, pos)->seq), pos + 1 - w->p->slots) >= 0;
 }
 
 static int prev_lap_tick(void *ctx)
@@ -161,6 +163,10 @@ static int prev_lap_tick(void *ctx)
         pk_repair_unlock(w->p);
     }
     pk_reap_writers(w->p);
+    /* Unpublished, unrepairable and no live writer below us for ~5 ticks: no writer leaves a
+     * slot like that (a corrupted segment). Lossy mode may overwrite, so do not hang. */
+    if (++w->prev_lap_ticks >= 5 && !pk_live_claim_below(w->p, w->reserved, w->index))
+        w->prev_lap_give_up = 1;
     return 0;
 }
 
@@ -171,6 +177,8 @@ static void wait_prev_lap(pk_writer *w, uint64_t pos)
     if (!w->p->lossy || w->p->shape != PK_SHAPE_COMBINER)
         return;
     w->reserved = pos;
+    w->prev_lap_ticks = 0;
+    w->prev_lap_give_up = 0;
     pk_hdr *h = w->p->hdr;
     while (pk_wait(&h->data_word, &h->data_waiters, prev_lap_done, prev_lap_tick, w, -1,
                    w->spin_ns, NULL, NULL, &w->tick_at) != 1)

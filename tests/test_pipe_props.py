@@ -239,3 +239,53 @@ class TestFuzzedHeader:
                 with pipe:
                     pipe.stats()
             assert any(i.name == name for i in list_pipes())
+
+    @SETTINGS
+    @given(
+        shape=st.sampled_from(["one", "multiplexer", "combiner"]),
+        lossy=st.booleans(),
+        patches=st.lists(
+            st.tuples(st.integers(320, 4096 + 8 * 48 - 1), st.binary(min_size=1, max_size=8)),
+            min_size=1,
+            max_size=6,
+        ),
+    )
+    def test_ends_survive_corrupted_records_and_slots(
+        self, shape: str, lossy: bool, patches: list
+    ) -> None:
+        """Garbage in the records and slots gives errors or odd data, never a crash."""
+        with pipe_names() as names:
+            name = names()
+            with (
+                Pipe.create(
+                    name,
+                    slot_size=32,
+                    slots=8,
+                    shape=shape,
+                    lossy=lossy,
+                    max_readers=2,
+                    max_writers=2,
+                ) as p,
+                p.writer() as w,
+            ):
+                w.send_batch([b"m%d" % i for i in range(5)], timeout=0)
+            with open(f"/dev/shm/pykernel.{name}", "r+b") as f:
+                for offset, data in patches:
+                    f.seek(offset)
+                    f.write(data)
+            with Pipe.open(name) as p:
+                for attempt in (p.reader, p.writer):
+                    try:
+                        end = attempt()
+                    except PipeError:
+                        continue
+                    with end:
+                        for _ in range(12):
+                            try:
+                                if hasattr(end, "recv_nowait"):
+                                    end.recv_nowait()
+                                else:
+                                    end.send_nowait(b"x" * 32)
+                            except PipeError:
+                                pass
+                p.stats()
