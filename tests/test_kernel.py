@@ -186,6 +186,15 @@ class TestKernelLifecycle:
             assert shm_names(system) == [f"pykernel.{planned.name}"]
             Pipe.unlink(planned.name)
 
+    def test_unusable_run_dir_is_named(self, tmp_path: Path, system: str) -> None:
+        """A run directory that cannot be created is a KernelError naming it; no pipes made."""
+        (tmp_path / "file").write_text("")
+        plan = build_plan(wiring(tmp_path, system))
+        kernel = Kernel(plan, run_dir=tmp_path / "file" / "run", builtins=())
+        with pytest.raises(KernelError, match=r"run directory .*file/run: Not a directory"):
+            kernel.start()
+        assert shm_names(system) == []
+
     def test_failed_pipe_setup_removes_the_pipes_made(self, tmp_path: Path) -> None:
         """If the second pipe cannot be created, the first one is removed again."""
         from test_demo import demo_copy, segments_of
