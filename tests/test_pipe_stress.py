@@ -173,11 +173,12 @@ class TestManyEnds:
                 kill_and_reap(proc)
 
 
-def test_tag_roundtrip() -> None:
-    """The tag helpers detect a single flipped byte."""
-    m = bytearray(message(3, 77, 200))
-    assert check(bytes(m), 200) == (3, 77)
-    m[-1] ^= 1
-    with pytest.raises(AssertionError, match="corrupt message from writer 3 seq 77"):
-        check(bytes(m), 200)
-    assert struct.unpack_from("<IQ", m) == (3, 77)
+class TestTags:
+    def test_tag_roundtrip(self) -> None:
+        """The tag helpers detect a single flipped byte."""
+        m = bytearray(message(3, 77, 200))
+        assert check(bytes(m), 200) == (3, 77)
+        m[-1] ^= 1
+        with pytest.raises(AssertionError, match="corrupt message from writer 3 seq 77"):
+            check(bytes(m), 200)
+        assert struct.unpack_from("<IQ", m) == (3, 77)
