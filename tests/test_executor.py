@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pykernel._executor import Executor, builtin_services
@@ -230,6 +230,39 @@ class TestBoot:
         ex, _ = run([sh(f"{READY}; exec sleep 60", "a")])
         with pytest.raises(ExecutorError, match="executor already running"):
             ex.start()
+
+
+@st.composite
+def dags(draw: st.DrawFn) -> list[tuple[str, tuple[str, ...]]]:
+    """Random acyclic dependency graphs of up to 6 services, listed in random order."""
+    n = draw(st.integers(1, 6))
+    nodes = [(f"s{i}", tuple(sorted(draw(st.sets(st.sampled_from([f"s{j}" for j in range(i)]),
+                                                 max_size=i)) if i else ())))
+             for i in range(n)]
+    return draw(st.permutations(nodes))
+
+
+class TestOrderProperty:
+    """For any dependency graph: dependencies are ready before dependents start, and
+    dependents have exited before their dependencies get SIGTERM."""
+
+    @settings(max_examples=8, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(dags())
+    def test_any_dag(self, tmp_path_factory: pytest.TempPathFactory,
+                     graph: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Boot and shutdown respect every edge of a random graph."""
+        rec = Recorder()
+        specs = [sh(f"{READY}; exec sleep 60", name, depends_on=deps) for name, deps in graph]
+        ex = Executor(specs, run_dir=tmp_path_factory.mktemp("dag"), builtins=(), on_change=rec)
+        try:
+            ex.start()
+        finally:
+            ex.shutdown(timeout=10)
+        for name, deps in graph:
+            for dep in deps:
+                assert rec.when(name, ServiceState.STARTING) >= rec.when(dep, ServiceState.READY)
+                assert rec.when(dep, ServiceState.STOPPING) >= rec.when(name, ServiceState.STOPPED)
 
 
 class TestReadiness:
