@@ -21,22 +21,35 @@ if TYPE_CHECKING:
     from pykernel._pipe_ends import Reader, Writer
 
 _buffer = ffi.buffer
+_numpy: Any = None
 
 
-def _array(buffer: memoryview, nbytes: int, dtype: Any, shape: Any, what: str) -> np.ndarray:
-    """Return a numpy view of ``buffer`` as ``dtype`` in ``shape`` (None: all that fit)."""
-    import numpy as np  # deferred: numpy is needed only for zero-copy arrays
+def _np() -> Any:
+    global _numpy
+    if _numpy is None:
+        import numpy  # deferred: numpy is needed only for zero-copy arrays
 
-    dt = np.dtype(dtype)
-    if shape is None:
-        return np.frombuffer(buffer, dtype=dt, count=nbytes // dt.itemsize)
-    shp = (shape,) if isinstance(shape, int) else tuple(shape)
-    count = math.prod(shp)
-    if count * dt.itemsize > nbytes:
+        _numpy = numpy
+    return _numpy
+
+
+def _array(raw: Any, nbytes: int, dtype: Any, shape: Any, what: str) -> np.ndarray:
+    """Return a numpy view of the cffi buffer ``raw`` as ``dtype`` in ``shape``.
+
+    ``shape`` None means as many items as fit. numpy itself refuses arrays larger than the
+    buffer; that refusal becomes a MessageSizeError.
+    """
+    np = _np()
+    try:
+        if type(shape) is int:
+            return np.frombuffer(raw, dtype=dtype, count=shape)
+        if shape is None:
+            return np.frombuffer(raw, dtype=dtype, count=nbytes // np.dtype(dtype).itemsize)
+        return np.frombuffer(raw, dtype=dtype, count=math.prod(shape)).reshape(shape)
+    except ValueError as exc:
         raise MessageSizeError(
-            f"array {shp} of {dt} needs {count * dt.itemsize} bytes, {what} has {nbytes}"
-        )
-    return np.frombuffer(buffer, dtype=dt, count=count).reshape(shp)
+            f"array {shape} of {np.dtype(dtype)} does not fit in the {what}'s {nbytes} bytes"
+        ) from exc
 
 
 class Slot:
@@ -46,17 +59,24 @@ class Slot:
     and arrays made from it must not be used after the slot is committed or aborted.
 
     Attributes:
-        buffer: a writable memoryview of ``nbytes`` bytes inside the shared ring.
         nbytes: the message length that :meth:`commit` publishes by default.
 
     """
 
-    __slots__ = ("_w", "buffer", "nbytes")
+    __slots__ = ("_mv", "_raw", "_w", "nbytes")
 
     def __init__(self, writer: Writer, ptr: Any, nbytes: int) -> None:
         self._w: Writer | None = writer
-        self.buffer = memoryview(_buffer(ptr, nbytes))
+        self._raw = _buffer(ptr, nbytes)
+        self._mv: memoryview | None = None
         self.nbytes = nbytes
+
+    @property
+    def buffer(self) -> memoryview:
+        """A writable memoryview of the ``nbytes`` reserved bytes inside the shared ring."""
+        if self._mv is None:
+            self._mv = memoryview(self._raw)
+        return self._mv
 
     def array(self, dtype: Any, shape: int | tuple[int, ...]) -> np.ndarray:
         """Return a writable numpy view of the slot's bytes as ``dtype`` in ``shape``.
@@ -65,7 +85,7 @@ class Slot:
             MessageSizeError: the array does not fit in the reserved bytes.
 
         """
-        return _array(self.buffer, self.nbytes, dtype, shape, "slot")
+        return _array(self._raw, self.nbytes, dtype, shape, "slot")
 
     def commit(self, nbytes: int | None = None) -> None:
         """Publish the first ``nbytes`` bytes (default: the reserved size) as one message."""
@@ -88,9 +108,10 @@ class Slot:
             raise ClosedError("this slot was already committed or aborted")
         self._w = None
         w._slot = None
-        # A numpy view may still refer to it; the caller promised not to use it.
-        with contextlib.suppress(BufferError):
-            self.buffer.release()
+        if self._mv is not None:
+            # A numpy view of it may still exist; the caller promised not to use it.
+            with contextlib.suppress(BufferError):
+                self._mv.release()
         return w
 
     def __enter__(self) -> Slot:
@@ -117,23 +138,32 @@ class View:
     while it is viewed; :attr:`valid` (after release) says whether the view stayed intact.
 
     Attributes:
-        buffer: a read-only memoryview of the message inside the shared ring.
         nbytes: the message length.
         valid: after release: False if a lossy writer overwrote the message meanwhile.
 
     """
 
-    __slots__ = ("_r", "buffer", "nbytes", "valid")
+    __slots__ = ("_mv", "_r", "_raw", "nbytes", "valid")
 
     def __init__(self, reader: Reader, ptr: Any, nbytes: int) -> None:
         self._r: Reader | None = reader
-        self.buffer = memoryview(_buffer(ptr, nbytes)).toreadonly()
+        self._raw = _buffer(ptr, nbytes)
+        self._mv: memoryview | None = None
         self.nbytes = nbytes
         self.valid = True
 
+    @property
+    def buffer(self) -> memoryview:
+        """A read-only memoryview of the message inside the shared ring."""
+        if self._mv is None:
+            self._mv = memoryview(self._raw).toreadonly()
+        return self._mv
+
     def array(self, dtype: Any, shape: int | tuple[int, ...] | None = None) -> np.ndarray:
         """Return a read-only numpy view of the message as ``dtype`` (all when no shape)."""
-        return _array(self.buffer, self.nbytes, dtype, shape, "message")
+        arr = _array(self._raw, self.nbytes, dtype, shape, "message")
+        arr.flags.writeable = False
+        return arr
 
     def release(self) -> bool:
         """Consume the message and give its slot back; returns :attr:`valid`."""
@@ -142,8 +172,9 @@ class View:
             raise ClosedError("this view was already released")
         self._r = None
         r._view = None
-        with contextlib.suppress(BufferError):
-            self.buffer.release()
+        if self._mv is not None:
+            with contextlib.suppress(BufferError):
+                self._mv.release()
         rc = lib.pk_release(r._h)
         if rc < 0:
             raise transfer_error(rc, name=r.pipe.name, reading=True, timeout=None)
