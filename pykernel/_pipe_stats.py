@@ -62,6 +62,8 @@ class PipeStats:
     """The pipe's name."""
     written: int
     """Positions claimed by writers since creation (messages, incl. aborted claims)."""
+    written_bytes: int
+    """Payload bytes published by all writers since creation."""
     fill: int
     """Messages waiting for the slowest attached (multiplexer) or the one reader."""
     slots: int
@@ -78,6 +80,7 @@ class PipeStats:
         return {
             "name": self.name,
             "written": self.written,
+            "written_bytes": self.written_bytes,
             "fill": self.fill,
             "slots": self.slots,
             "head": self.head,
@@ -105,6 +108,7 @@ def read_stats(name: str, handle: Any, slots: int, max_readers: int, max_writers
     return PipeStats(
         name=name,
         written=(st.head - st.start_pos) % (1 << 64),
+        written_bytes=sum(ws[i].bytes for i in range(max_writers)),
         fill=st.fill,
         slots=slots,
         head=st.head,

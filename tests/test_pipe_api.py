@@ -484,7 +484,7 @@ class TestStatsAndHost:
             w.send_batch([b"ab"] * 5)
             r.recv()
             s = p.stats()
-            assert (s.written, s.fill, s.slots) == (5, 4, 8)
+            assert (s.written, s.written_bytes, s.fill, s.slots) == (5, 10, 4, 8)
             assert s.writers[0].pid == os.getpid() and s.writers[0].alive
             assert (s.writers[0].messages, s.writers[0].bytes) == (5, 10)
             assert (s.readers[0].messages, s.readers[0].bytes) == (1, 2)
