@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from control.errors import ControlError
-from control.plan import Plan, PlannedServer
+from control.plan import Plan, PlannedPipe, PlannedServer
 from pykernel._executor import Executor, builtin_services
 from pykernel._supervise import ExecutorStatus, ServiceSpec, ServiceState, ServiceStatus
 
@@ -161,13 +161,15 @@ class Kernel:
     ) -> None:
         self.plan = plan
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(plan.system)
+        self._spec_args: dict[str, Any] = {"python": python, "ready_timeout": ready_timeout,
+                                           "stop_grace": stop_grace, "fork_python": fork_python}
+        self._ready_timeout, self._stop_grace = ready_timeout, stop_grace
         self._subscribers: list[Callable[[ServiceStatus, ServiceState], None]] = []
         self._pipes: dict[str, Any] = {}
         self._lock_fd: int | None = None
         self._mutex = threading.Lock()
         self.executor = Executor(
-            services_from_plan(plan, python=python, ready_timeout=ready_timeout,
-                               stop_grace=stop_grace, fork_python=fork_python),
+            services_from_plan(plan, **self._spec_args),
             run_dir=self.run_dir,
             # housekeeping cleans only this system's stale pipes, never another's
             builtins=builtin_services(clean_prefix=f"{plan.system}.") if builtins is None
@@ -254,21 +256,99 @@ class Kernel:
         self.executor.restart_service(self._planned(name))
 
     def connect(self, source: str, target: str) -> tuple[Any, Any]:
-        """Refuse: a static system's connections are fixed by its wiring file.
+        """Connect ``source -> target`` in the running system (see :mod:`control.kernel_rewire`).
+
+        Creates the pipe (or reuses the multiplexer's/combiner's pipe), restarts the servers
+        at both ends with their new terminals, and waits until they run again.
+
+        Args:
+            source: ``server.terminal`` that writes.
+            target: ``server.terminal`` that reads.
+
+        Returns:
+            ``(PlannedConnection, PlannedPipe)`` of the new connection.
 
         Raises:
-            KernelError: always, saying how to change the system instead.
+            WiringError: lint's rules refuse the connection.
+            KernelError: the system is not running, or the rewire failed (rolled back).
 
         """
-        raise KernelError(f"cannot connect {source} -> {target}: system "
-                          f"{self.plan.system!r} is static (its wiring file fixes the "
-                          "connections); edit the file and run `pykernel up` again")
+        from control.state import SystemState
+        from control.state_export import plan_connect
+
+        with self._mutex:
+            self._check_running(f"connect {source} -> {target}")
+            new, conn, pipe = plan_connect(SystemState.from_plan(self.plan), source, target)
+            self._rewire(new, f"connect {source} -> {target}")
+            return conn, pipe
 
     def disconnect(self, connection_id: str) -> None:
-        """Refuse: a static system's connections are fixed by its wiring file."""
-        raise KernelError(f"cannot disconnect {connection_id}: system "
-                          f"{self.plan.system!r} is static (its wiring file fixes the "
-                          "connections); edit the file and run `pykernel up` again")
+        """Remove connection ``connection_id`` from the running system.
+
+        Restarts the servers at both ends without the connection's terminals; the pipe is
+        removed when no connection uses it any more.
+
+        Raises:
+            KernelError: no such connection, the system is not running, or the rewire
+                failed (rolled back).
+            WiringError: the removal leaves a required terminal unconnected.
+
+        """
+        from control.state import SystemState
+        from control.state_export import plan_disconnect
+        from control.state_model import UnknownSubject
+
+        with self._mutex:
+            self._check_running(f"disconnect {connection_id}")
+            try:
+                new = plan_disconnect(SystemState.from_plan(self.plan), connection_id)
+            except UnknownSubject:
+                raise KernelError(f"system {self.plan.system!r} has no connection "
+                                  f"{connection_id!r}") from None
+            self._rewire(new, f"disconnect {connection_id}")
+
+    def _check_running(self, what: str) -> None:
+        from pykernel._supervise import ExecutorPhase
+
+        if self.executor.phase is not ExecutorPhase.RUNNING:
+            raise KernelError(f"cannot {what}: system {self.plan.system!r} is "
+                              f"{self.executor.phase.value}, not running")
+
+    def _rewire(self, new: Plan, what: str) -> None:
+        from control.kernel_rewire import carry_out
+        from pykernel import PykernelError
+
+        try:
+            carry_out(self, new, self._pipes, stop_timeout=self._stop_grace + 5.0,
+                      ready_timeout=self._ready_timeout + 5.0)
+        except KernelError:
+            raise
+        except PykernelError as exc:
+            raise KernelError(f"cannot {what}: {exc} (rolled back: nothing changed)") from exc
+
+    # (control.kernel_rewire.RewireHost: what carry_out uses)
+    def make_pipe(self, pipe: PlannedPipe) -> None:
+        """Create planned ``pipe`` and hold it open while the kernel runs.
+
+        Raises:
+            PipeSetupError: it cannot be created (named, with the reason).
+
+        """
+        self._create_pipe(pipe)
+
+    def drop_pipe(self, name: str) -> None:
+        """Close and unlink pipe ``name`` if this kernel holds it."""
+        from pykernel import Pipe, PipeNotFoundError
+
+        pipe = self._pipes.pop(name, None)
+        if pipe is not None:
+            pipe.close()
+            with contextlib.suppress(PipeNotFoundError):
+                Pipe.unlink(name)
+
+    def specs(self, plan: Plan) -> list[ServiceSpec]:
+        """Return the executor specs of ``plan``'s servers (this kernel's settings)."""
+        return services_from_plan(plan, **self._spec_args)
 
     def _planned(self, name: str) -> str:
         if not any(s.name == name for s in self.plan.servers):
@@ -325,29 +405,35 @@ class Kernel:
             self._lock_fd = None
 
     def _create_pipes(self) -> None:
+        for planned in self.plan.pipes:
+            self._create_pipe(planned)
+
+    def _create_pipe(self, planned: PlannedPipe) -> None:
+        from control.kernel_rewire import capacity
         from pykernel import Pipe, PipeExistsError, PykernelError
 
-        for planned in self.plan.pipes:
-            create = functools.partial(
-                Pipe.create, planned.name, slot_size=planned.slot_size, slots=planned.slots,
-                shape=planned.shape, lossy=planned.lossy, max_readers=planned.max_readers,
-                max_writers=planned.max_writers, mode=planned.mode,
-            )
+        # Fan pipes get spare places beyond the plan, so a run-time connect can reuse them.
+        readers, writers = capacity(planned)
+        create = functools.partial(
+            Pipe.create, planned.name, slot_size=planned.slot_size, slots=planned.slots,
+            shape=planned.shape, lossy=planned.lossy, max_readers=readers,
+            max_writers=writers, mode=planned.mode,
+        )
+        try:
             try:
-                try:
-                    pipe = create()
-                except PipeExistsError:
-                    # Left over from a kernel that died? Remove it only if nobody uses it.
-                    _remove_if_stale(planned.name)
-                    pipe = create()
+                pipe = create()
             except PipeExistsError:
-                raise PipeSetupError(
-                    f"pipe {planned.name!r} exists and is in use: is system "
-                    f"{self.plan.system!r} running elsewhere? (`pykernel pipes` lists it)"
-                ) from None
-            except PykernelError as exc:
-                raise PipeSetupError(f"cannot create pipe {planned.name!r}: {exc}") from exc
-            self._pipes[planned.name] = pipe
+                # Left over from a kernel that died? Remove it only if nobody uses it.
+                _remove_if_stale(planned.name)
+                pipe = create()
+        except PipeExistsError:
+            raise PipeSetupError(
+                f"pipe {planned.name!r} exists and is in use: is system "
+                f"{self.plan.system!r} running elsewhere? (`pykernel pipes` lists it)"
+            ) from None
+        except PykernelError as exc:
+            raise PipeSetupError(f"cannot create pipe {planned.name!r}: {exc}") from exc
+        self._pipes[planned.name] = pipe
 
     def _remove_pipes(self) -> None:
         from pykernel import Pipe, PipeNotFoundError

@@ -28,7 +28,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from pykernel._supervise import ExecutorError, ExecutorPhase, ExecutorStatus, ServiceState
+from pykernel._supervise import (
+    ExecutorError,
+    ExecutorPhase,
+    ExecutorStatus,
+    ServiceSpec,
+    ServiceState,
+    SpecError,
+)
 from pykernel._supervise_loop import Callback, SupervisorLoop
 from pykernel._supervise_proc import builtin_services, killpg
 
@@ -224,3 +231,56 @@ class Executor(SupervisorLoop):
                 svc.want_start = True
             self._wake()
 
+
+    def replace_spec(self, spec: ServiceSpec) -> None:
+        """Give service ``spec.name`` a new spec, used from its next start on.
+
+        A running process keeps what it was started with (its environment cannot change
+        under it): restart the service to apply the new spec. The dependencies must stay
+        the same, since the start and stop order were derived from them.
+
+        Raises:
+            SpecError: the spec is invalid, names no service, is a built-in, or changes
+                ``depends_on``.
+
+        """
+        spec.validate()
+        with self._lock:
+            svc = self._services.get(spec.name)
+            if svc is None or svc.builtin:
+                raise SpecError(spec.name, "name", "is not a (non-built-in) service")
+            if spec.depends_on != svc.spec.depends_on:
+                raise SpecError(spec.name, "depends_on", "cannot change while the executor "
+                                "exists")
+            svc.spec = spec
+
+    def spec(self, name: str) -> ServiceSpec:
+        """Return the spec service ``name`` starts with next.
+
+        Raises:
+            ExecutorError: no such service.
+
+        """
+        with self._lock:
+            svc = self._services.get(name)
+            if svc is None:
+                raise ExecutorError(f"no such service {name!r}")
+            return svc.spec
+
+    def wait_for(self, predicate: Callable[[ExecutorStatus], bool],
+                 timeout: float) -> ExecutorStatus | None:
+        """Wait until ``predicate(status)`` holds; return that status, or None on timeout.
+
+        The predicate is checked after every supervisor round (each state change wakes
+        it) and must be quick. Never call it from a subscriber (the supervisor thread).
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                status = self.status()
+                if predicate(status):
+                    return status
+                left = deadline - time.monotonic()
+                if left <= 0 or self._phase is ExecutorPhase.STOPPED:
+                    return None
+                self._cond.wait(min(left, 0.5))

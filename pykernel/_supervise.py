@@ -31,6 +31,9 @@ NOTIFY_ENV = "PYKERNEL_NOTIFY_FD"
 RUN_DIR_ENV = "PYKERNEL_RUN_DIR"
 KERNEL_PID_ENV = "PYKERNEL_KERNEL_PID"
 _PR_SET_PDEATHSIG = 1
+EX_CONFIG = 78
+"""Exit status of a service whose configuration is wrong (``sysexits.h``): never restarted,
+since retrying cannot fix it."""
 READY_LINE = b"READY=1"
 STATUS_PREFIX = b"STATUS="
 
@@ -335,7 +338,12 @@ def backoff_delay(initial: float, cap: float, failures: int) -> float:
 
 
 def should_restart(policy: str, exit_code: int) -> bool:
-    """Return True when ``policy`` restarts a process that ended with ``exit_code``."""
+    """Return True when ``policy`` restarts a process that ended with ``exit_code``.
+
+    :data:`EX_CONFIG` (78, a configuration error) is never restarted, whatever the policy.
+    """
+    if exit_code == EX_CONFIG:
+        return False
     if policy == "always":
         return True
     if policy == "on-failure":
@@ -345,6 +353,8 @@ def should_restart(policy: str, exit_code: int) -> bool:
 
 def describe_exit(code: int) -> str:
     """Return ``exit code N`` or ``killed by SIGX`` for a waitstatus-derived exit code."""
+    if code == EX_CONFIG:
+        return f"exit code {code} (EX_CONFIG: configuration error, not restarted)"
     if code >= 0:
         return f"exit code {code}"
     import signal

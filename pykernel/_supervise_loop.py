@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pykernel._supervise import (
+    EX_CONFIG,
     READY_LINE,
     STATUS_PREFIX,
     BootError,
@@ -436,7 +437,8 @@ class SupervisorLoop:
         failed = code != 0 or bool(svc.fail_reason)
         if svc.ready_at is not None and time.monotonic() - svc.ready_at >= spec.backoff_max:
             svc.failures = 0  # it stayed up long enough: start the backoff over
-        if should_restart(spec.restart, 1 if failed else 0):
+        # EX_CONFIG: a configuration error, which retrying cannot fix (should_restart says no)
+        if should_restart(spec.restart, code if code == EX_CONFIG else int(failed)):
             svc.failures += 1
             svc.backoff = backoff_delay(spec.backoff_initial, spec.backoff_max, svc.failures)
             svc.deadline = time.monotonic() + svc.backoff

@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import Any
 
 from pykernel._errors import PykernelError
-from pykernel._supervise import NOTIFY_ENV, RUN_DIR_ENV, die_with_kernel
+from pykernel._supervise import EX_CONFIG, NOTIFY_ENV, RUN_DIR_ENV, die_with_kernel
 
 __all__ = [
     "ServerContext",
@@ -54,9 +54,13 @@ _BINDING_FIELDS = ("pipe", "role", "direction", "message_size", "dtype", "shape"
 
 
 class ServerError(PykernelError):
-    """The server runtime cannot set a server up (bad environment, unknown terminal)."""
+    """The server runtime cannot set a server up (bad environment, unknown terminal).
 
-    exit_code = 3
+    The process exits with :data:`~pykernel._supervise.EX_CONFIG` (78): a configuration
+    error, which the executor does not retry.
+    """
+
+    exit_code = EX_CONFIG
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 
 from pykernel._executor import Executor, builtin_services
 from pykernel._supervise import (
+    EX_CONFIG,
+    RESTART_POLICIES,
     BootError,
     ExecutorError,
     ExecutorPhase,
@@ -25,6 +27,7 @@ from pykernel._supervise import (
     SpecError,
     backoff_delay,
     parse_notify,
+    should_restart,
 )
 
 READY = "echo READY=1 >&$PYKERNEL_NOTIFY_FD"
@@ -397,6 +400,36 @@ class TestRestart:
                              for s in rec.statuses("slow", ServiceState.BACKOFF)))
 
 
+class TestConfigError:
+    """Exit 78 (EX_CONFIG) is a configuration error: retrying cannot fix it."""
+
+    @pytest.mark.parametrize("policy", ["on-failure", "always"])
+    def test_exit_78_is_not_restarted(self, run, policy: str) -> None:
+        """A running service exiting 78 is failed with the reason, whatever the policy."""
+        first = 'touch "$PYKERNEL_RUN_DIR/booted"; sleep 0.05'
+        script = f'{READY}; [ -e "$PYKERNEL_RUN_DIR/booted" ] || {{ {first}; }}; exit 78'
+        ex, rec = run([sh(script, "misconf", restart=policy, backoff_initial=0.01,
+                          backoff_max=0.02)])
+        wait_for(lambda: ex.status().service("misconf").state is ServiceState.FAILED)
+        status = ex.status().service("misconf")
+        assert status.last_exit == 78 and status.starts == 1
+        assert status.reason == "exit code 78 (EX_CONFIG: configuration error, not restarted)"
+        assert rec.statuses("misconf", ServiceState.BACKOFF) == []
+
+    def test_exit_78_at_boot_names_the_configuration_error(self, run) -> None:
+        """Exit 78 before ready fails the boot with a message saying why."""
+        ex, _ = run([sh("echo 'no passphrase file' >&2; exit 78", "misconf",
+                        restart="always")], start=False)
+        with pytest.raises(BootError, match=r"'misconf' exited before it was ready \(exit code "
+                                            r"78 \(EX_CONFIG: configuration error.*no passphrase"):
+            ex.start()
+
+    def test_should_restart_never_for_78(self) -> None:
+        """The policy table: 78 is never restarted, other failures follow the policy."""
+        assert not any(should_restart(p, EX_CONFIG) for p in RESTART_POLICIES)
+        assert should_restart("always", 0) and should_restart("on-failure", 3)
+
+
 class TestShutdown:
     """Shutdown: dependents first, grace then SIGKILL, whole process groups."""
 
@@ -581,7 +614,8 @@ class TestForkedPython:
         spec = ServiceSpec(name="bad", argv=("python",), fork_entry="no_such_mod_pk:run",
                            env={"PYKERNEL_SYSTEM": "t", "PYKERNEL_SERVER": "bad"})
         ex, _ = run([spec], start=False)
-        with pytest.raises(BootError, match=r"'bad' exited before it was ready \(exit code 3\)"
+        with pytest.raises(BootError, match=r"'bad' exited before it was ready "
+                                            r"\(exit code 78 \(EX_CONFIG"
                                             r".*cannot import 'no_such_mod_pk'"):
             ex.start()
 

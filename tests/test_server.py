@@ -227,9 +227,9 @@ class TestEntries:
 
     def test_main_outside_kernel(self, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-        """Run outside a kernel: one line naming what is missing, exit 3."""
+        """Run outside a kernel: one line naming what is missing, exit 78 (EX_CONFIG)."""
         monkeypatch.delenv("PYKERNEL_SYSTEM", raising=False)
-        assert main(["json:dumps"]) == 3
+        assert main(["json:dumps"]) == 78
         assert "PYKERNEL_SYSTEM is not set" in capsys.readouterr().err
 
     def test_sigterm_sets_stopping(self, tmp_path: Path) -> None:
