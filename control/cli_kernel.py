@@ -8,6 +8,13 @@ change, ``{"event": "up", ...}`` once booted, ``{"event": "stopped", ...}`` at t
 The control surface (HTTP API and HMI page, see ``control.state_kernel.LiveSystem``) runs
 beside the system on ``--surface HOST:PORT`` (default 127.0.0.1 and a free port; its URL is
 printed and written to ``surface.json`` in the run directory); ``--no-surface`` skips it.
+Run-time ``pykernel connect``/``disconnect`` go through it to the kernel, which rewires the
+running system (:mod:`control.kernel_rewire`).
+
+Hostess (``--hostess-db PATH``, default ``hostess.sqlite`` in the run directory, so two
+systems never share a connectome record; ``--no-hostess`` skips it): every server registers
+when it is ready and leaves when it stops, the connectome is exchanged on every change, and
+its routes are served under ``/api/hostess/`` on the control surface.
 
 Signals: SIGINT/SIGTERM stop the system cleanly (dependents first); SIGHUP, SIGUSR1 and
 SIGUSR2 are forwarded to every server.
@@ -35,6 +42,8 @@ from pykernel._progress import Progress
 from pykernel._supervise import ExecutorStatus, ServiceState, ServiceStatus
 
 EXIT_SERVER_FAILED = 6
+HOSTESS_DB = "hostess.sqlite"
+"""The Hostess registry's file in the run directory (when ``--hostess-db`` is not given)."""
 EXIT_INTERRUPTED = 130
 _FORWARDED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -61,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "a free port; the URL is in the run directory's surface.json)")
     up.add_argument("--no-surface", dest="surface", action="store_const", const=None,
                     help="run without the control surface")
+    up.add_argument("--hostess-db", type=Path, default=None, metavar="PATH",
+                    help="the Hostess registry servers register in while they run "
+                         "(default: RUN_DIR/hostess.sqlite; its routes are served under "
+                         "/api/hostess/ on the control surface)")
+    up.add_argument("--no-hostess", dest="hostess", action="store_false",
+                    help="run without Hostess")
     up.add_argument("--json-status", "--json", dest="json_status", action="store_true",
                     help="print state changes as JSON lines on stdout")
     up.set_defaults(func=_up)
@@ -164,6 +179,40 @@ def final_exit_code(status: ExecutorStatus) -> int:
     return 0
 
 
+class _Guests:
+    """Hostess beside a kernel: servers register when ready and leave when they stop.
+
+    Its routes are mounted on the control surface (``/api/hostess/``), and with a surface
+    the connectome is exchanged (:class:`control.hostess.hooks.KernelHooks`).
+    """
+
+    def __init__(self, kernel: Kernel, live: Any, path: Path) -> None:
+        from control.hostess import Hostess
+        from control.hostess import api as hostess_api
+        from control.hostess.hooks import KernelHooks
+
+        self.hostess = Hostess(path)
+        try:
+            self.hooks = KernelHooks(self.hostess, kernel.plan,
+                                     state=live.state if live is not None else None)
+        except BaseException:
+            self.hostess.close()
+            raise
+        kernel.subscribe(self.hooks)
+        if live is not None:
+            live.surface.mount("/api/hostess/", hostess_api.mount(self.hostess,
+                                                                  live.surface.authorize),
+                               hostess_api.OPENAPI_PATHS)
+        self.hooks.start()
+
+    def close(self) -> None:
+        """Every server still registered leaves; the registry is closed."""
+        try:
+            self.hooks.stop()
+        finally:
+            self.hostess.close()
+
+
 class _StopRequest(Exception):
     """Raised from the signal handler to leave a boot in progress."""
 
@@ -190,6 +239,7 @@ def _up(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     previous.update({s: signal.signal(s, on_forward) for s in _FORWARDED})
     live = None
+    guests: _Guests | None = None
     try:
         kernel.acquire()  # before the surface writes its token into the run directory
         if args.surface is not None:
@@ -202,6 +252,8 @@ def _up(args: argparse.Namespace) -> int:
                                   f"{args.surface[0]}:{args.surface[1]}: "
                                   f"{exc.strerror or exc}") from exc
             reporter.surface = live.url
+        if args.hostess:
+            guests = _Guests(kernel, live, args.hostess_db or kernel.run_dir / HOSTESS_DB)
         try:
             status = kernel.start()
         except _StopRequest:
@@ -225,6 +277,11 @@ def _up(args: argparse.Namespace) -> int:
             if live is not None:
                 live.stop()
         finally:
-            kernel.stop()  # a no-op after a clean stop; releases the lock
+            try:
+                kernel.stop(keep_lock=True)  # a no-op after a clean stop
+                if guests is not None:
+                    guests.close()
+            finally:
+                kernel.release()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -34,25 +34,17 @@ def tag(seq):
 @manifest(servername="ticker", class_hex="0x31", owner="test",
           terminals=[terminal("out", "multiplexer", message_size=16)])
 def ticker(ctx):
-    from pykernel import PipeTimeout
-    out = ctx.terminal("out")
-    seq = 0
-    while not ctx.stopping.is_set():
-        try:
-            out.send(MSG.pack(seq, tag(seq)), timeout=0.2)
-        except PipeTimeout:
-            continue
-        seq += 1
-        ctx.stopping.wait(0.002)
+    _count(ctx)
 
 
 @manifest(servername="gen", class_hex="0x33", owner="test",
           terminals=[terminal("out", "output", message_size=16)])
 def gen(ctx):
-    _plain(ctx)
+    _count(ctx)
 
 
-def _plain(ctx):
+def _count(ctx):
+    """Send numbered, tagged messages (about 500/s) until stopped."""
     from pykernel import PipeTimeout
     if not ctx.connected("out"):
         ctx.stopping.wait()
