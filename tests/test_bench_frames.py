@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,10 @@ sizes = st.integers(min_value=16, max_value=600)
 def frames(size: int, count: int, writer: int = 0) -> list[bytes]:
     f = Framer(size, writer)
     return [bytes(f.frame(i)) for i in range(count)]
+
+
+def lengths(n: int, size: int = 64) -> bytearray:
+    return bytearray(np.full(n, size, dtype=np.uint32).tobytes())
 
 
 class TestFramer:
@@ -202,6 +207,38 @@ class TestCheckMany:
         v = Verifier(64, 1, 5)
         assert v.check_many([warm, warm, *frames(64, 5)]) == 5
         v.finish()
+
+    def test_packed_block_passes_and_counts(self) -> None:
+        """Frames laid end to end with their lengths verify as a block."""
+        ms = frames(64, 10)
+        v = Verifier(64, 1, 10)
+        buf = bytearray(b"".join(ms)) + bytearray(64 * 6)  # room for more than arrived
+        lens = bytearray(np.full(16, 64, dtype=np.uint32).tobytes())
+        assert v.check_packed(buf, lens, 10) == 10
+        v.finish()
+
+    @given(pos=st.integers(0, 64 * 12 - 1), flip=st.integers(1, 255))
+    def test_packed_damage_is_caught(self, pos: int, flip: int) -> None:
+        """Any damaged byte of a packed block is found with the single-message error."""
+        buf = bytearray(b"".join(frames(64, 12)))
+        buf[pos] ^= flip
+        with pytest.raises(VerifyError, match=r"writer 0|unknown writer"):
+            Verifier(64, 1, 12).check_packed(buf, lengths(12), 12)
+
+    def test_packed_wrong_length_is_reported(self) -> None:
+        """A length other than the frame size is named like a single short message."""
+        buf = bytearray(b"".join(frames(64, 2)))
+        lens = bytearray(np.array([64, 32], dtype=np.uint32).tobytes())
+        v = Verifier(64, 1, 2)
+        with pytest.raises(VerifyError, match="frame of 32 bytes, expected 64"):
+            v.check_packed(buf, lens, 2)
+
+    def test_packed_leading_warm_up_is_skipped(self) -> None:
+        """Leftover warm-up frames at the head of a block are skipped, the rest counted."""
+        warm = bytes(Framer(64).warm())
+        buf = bytearray(warm + b"".join(frames(64, 3)))
+        v = Verifier(64, 1, 3)
+        assert v.check_packed(buf, lengths(4), 4) == 3
 
     def test_empty_batch_counts_nothing(self) -> None:
         """An empty batch is not an error."""

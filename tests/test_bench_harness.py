@@ -22,7 +22,12 @@ from pykernel.bench import CASES, BenchConfig, BenchError, Transport, render, ru
 from pykernel.bench._cases import Case
 from pykernel.bench._harness import roles_for
 from pykernel.bench._peers_std import MpPipe, OsPipe, _FdLink, _FdReceiver
-from pykernel.bench._pykernel import PykernelBatch, PykernelPerCall, PykernelZeroCopy
+from pykernel.bench._pykernel import (
+    PykernelBatch,
+    PykernelPacked,
+    PykernelPerCall,
+    PykernelZeroCopy,
+)
 from pykernel.bench._transport import Channel, Receiver, Sender
 from pykernel.bench.cli import register
 from pykernel.cli import _Parser
@@ -238,13 +243,16 @@ class TestPykernelRows:
         ("variant", "key"),
         [
             (t.key, key)
-            for t in (PykernelPerCall(), PykernelBatch(), PykernelZeroCopy())
+            for t in (PykernelPerCall(), PykernelBatch(), PykernelPacked(), PykernelZeroCopy())
             for key in sorted(t.cases)
         ],
     )
     def test_every_pykernel_variant_passes_verification(self, variant: str, key: str) -> None:
         """Per-call, batched and zero-copy rows deliver every message intact, all shapes."""
-        row = {t.key: t for t in (PykernelPerCall(), PykernelBatch(), PykernelZeroCopy())}
+        row = {
+            t.key: t
+            for t in (PykernelPerCall(), PykernelBatch(), PykernelPacked(), PykernelZeroCopy())
+        }
         r = run_case(row[variant], CASE[key], TINY)
         assert r.status == "ok", r.error
         if key != "rtt64":

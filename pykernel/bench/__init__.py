@@ -23,7 +23,12 @@ from pykernel.bench._harness import CaseResult, run_all, run_case
 from pykernel.bench._peer_iceoryx2 import Iceoryx2
 from pykernel.bench._peers_ext import FasterFifo, ZmqPair, ZmqPubSub, ZmqPushPull
 from pykernel.bench._peers_std import MpPipe, MpQueue, OsPipe
-from pykernel.bench._pykernel import PykernelBatch, PykernelPerCall, PykernelZeroCopy
+from pykernel.bench._pykernel import (
+    PykernelBatch,
+    PykernelPacked,
+    PykernelPerCall,
+    PykernelZeroCopy,
+)
 from pykernel.bench._render import render, render_markdown
 from pykernel.bench._report import METRICS, TARGETS, Report, TransportInfo, machine_info
 from pykernel.bench._transport import Channel, Link, Receiver, Sender, Transport
@@ -59,6 +64,7 @@ def default_transports() -> list[Transport]:
     return [
         PykernelPerCall(),
         PykernelBatch(),
+        PykernelPacked(),
         PykernelZeroCopy(),
         MpQueue(),
         MpPipe(),

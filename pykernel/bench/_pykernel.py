@@ -1,4 +1,4 @@
-"""The pykernel rows: one message per call, batched, and zero-copy.
+"""The pykernel rows: one message per call, batched, packed, and zero-copy.
 
 The parent creates each pipe (so its geometry is fixed before anyone forks) and closes
 its own mapping; children open it by name. The parent unlinks it when the case ends.
@@ -17,6 +17,7 @@ from pykernel.bench._transport import ALL_CASES, Channel, Link, Receiver, Sender
 _SHAPES = {"one": "one", "fanout": "multiplexer", "fanin": "combiner"}
 _COPY_MAX = 4096  # frames up to this size are sent as bytes (see _PkSender)
 _BATCH = 128  # messages per send_batch: half of the default 256-slot ring
+_PACKED_MAX = 1024  # messages per recv_packed at most (as for recv_batch)
 
 
 def _api() -> Any:
@@ -78,6 +79,35 @@ class _PkBatchReceiver(_PkReceiver):
         remaining = verifier.total - verifier.received
         while remaining:
             remaining -= check_many(recv_batch(max_messages=min(remaining + 8, 1024)))
+
+
+class _PkPackedSender(_PkSender):
+    """Timed loop through ``send_packed``: a numpy block of frames per C call."""
+
+    def send_stream(self, framer: Framer, count: int) -> None:
+        send_packed = self._w.send_packed
+        block = framer.block
+        size = framer.size
+        seq = 0
+        while seq < count:
+            k = min(_BATCH, count - seq)
+            data = block(seq, k)
+            while len(data):
+                data = data[send_packed(data, size) :]
+            seq += k
+
+
+class _PkPackedReceiver(_PkReceiver):
+    """Timed loop through ``recv_packed`` into one reused buffer, verified per block."""
+
+    def recv_stream(self, verifier: Verifier) -> None:
+        buf = bytearray(_PACKED_MAX * verifier.size)
+        lengths = bytearray(4 * _PACKED_MAX)  # native uint32 each
+        recv_packed = self._r.recv_packed
+        check_packed = verifier.check_packed
+        remaining = verifier.total - verifier.received
+        while remaining:
+            remaining -= check_packed(buf, lengths, recv_packed(buf, lengths))
 
 
 class _PkZeroCopySender(_PkSender):
@@ -162,6 +192,16 @@ class PykernelBatch(_Pykernel):
     cases = frozenset({"oneway64", "oneway4k", "fanout64", "fanin64"})
     sender_kind = _PkBatchSender
     receiver_kind = _PkBatchReceiver
+
+
+class PykernelPacked(_Pykernel):
+    """pykernel, ``send_packed``/``recv_packed``: fixed-size frames end to end, no object each."""
+
+    key = "pykernel-packed"
+    label = "pykernel packed"
+    cases = frozenset({"oneway64", "fanout64", "fanin64"})
+    sender_kind = _PkPackedSender
+    receiver_kind = _PkPackedReceiver
 
 
 class PykernelZeroCopy(_Pykernel):
