@@ -49,6 +49,12 @@ def pong(ctx):
           terminals=[terminal("in", "input", message_size=64)])
 def broken(ctx):
     raise RuntimeError("broken on purpose")
+
+@manifest(servername="pong", class_hex="0x2", owner="test",
+          terminals=[terminal("in", "input", message_size=64)])
+def misconfigured(ctx):
+    print("no passphrase file", flush=True)
+    return 78
 '''
 
 

@@ -74,14 +74,22 @@ class TestExitCodes:
         assert len(result.stderr.splitlines()) == 1
         assert not (tmp_path / "r").exists()
 
-    def test_boot_failure_exits_4(self, tmp_path: Path, system: str) -> None:
+    @pytest.mark.parametrize(("entry", "says"), [
+        ("broken", ["exited", "RuntimeError: broken on purpose"]),
+        # 78 (EX_CONFIG): a configuration error, named as such and never retried
+        ("misconfigured", ["(exit code 78 (EX_CONFIG: configuration error, not restarted))",
+                           "no passphrase file"]),
+    ])
+    def test_boot_failure_exits_4(self, tmp_path: Path, system: str, entry: str,
+                                  says: list[str]) -> None:
         """A server dying at boot: exit 4, its name and last log line; no pipes left."""
         result = subprocess.run(
-            [*PYKERNEL, "up", str(wiring(tmp_path, system, pong="broken")),
+            [*PYKERNEL, "up", str(wiring(tmp_path, system, pong=entry)),
              "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=60)
         assert result.returncode == 4, result.stderr
         assert "boot failed: service 'pong'" in result.stderr
-        assert "RuntimeError: broken on purpose" in result.stderr
+        assert all(text in result.stderr for text in says), result.stderr
+        assert (tmp_path / "run" / "pong.log").read_text().count("exit code") == 1
         assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"pykernel.{system}.")]
 
     def test_second_up_exits_7(self, tmp_path: Path, system: str, procs: list) -> None:

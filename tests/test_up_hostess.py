@@ -174,6 +174,9 @@ class TestRewireThroughTheSurface:
                             {"source": "ticker.out", "target": "picky.inp"}, up.token)
         assert status == 409 and "exit code 78" in body["error"]["message"]
         assert shape() == before
+        failed = [e for e in up.get("/api/events?limit=1000")
+                  if e["subject"] == "picky" and e["to"] == "failed"]
+        assert failed and "EX_CONFIG: configuration error, not restarted" in failed[-1]["cause"]
         wait_for(lambda: up.get("/api/servers/picky")["state"] == "running")
         wait_for(up.agree)
 
