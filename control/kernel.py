@@ -6,6 +6,13 @@ the plan's servers in start order. ``stop()``: the executor stops the servers (d
 first, SIGTERM, grace, SIGKILL), then every pipe is closed and unlinked and the lock
 released. A failed start undoes what it did, so nothing is left behind either way.
 
+Run-time rewiring: :meth:`Kernel.connect` and :meth:`Kernel.disconnect` re-plan the running
+system and carry the difference out (:mod:`control.kernel_rewire`): new pipes are created
+(a multiplexer's or combiner's pipe is reused: the kernel creates fan pipes with spare
+places), the servers whose terminals change are restarted with their new
+``PYKERNEL_TERMINALS`` (a server reads its terminals only when it starts), unused pipes are
+removed; a failure rolls everything back.
+
 Python servers (``kind: python``) run as ``python -m pykernel.server ENTRY`` with the
 plan's environment; command servers run their ``argv``. Both get the plan's environment
 merged over the kernel's, plus ``PYKERNEL_NOTIFY_FD`` and ``PYKERNEL_RUN_DIR``.
