@@ -11,10 +11,12 @@ printed and written to ``surface.json`` in the run directory); ``--no-surface`` 
 Run-time ``pykernel connect``/``disconnect`` go through it to the kernel, which rewires the
 running system (:mod:`control.kernel_rewire`).
 
-Hostess (``--hostess-db PATH``, default ``hostess.sqlite`` in the run directory, so two
-systems never share a connectome record; ``--no-hostess`` skips it): every server registers
-when it is ready and leaves when it stops, the connectome is exchanged on every change, and
-its routes are served under ``/api/hostess/`` on the control surface.
+Hostess (``--hostess-db PATH``, default ``$PYKERNEL_HOSTESS_DB``, else ``hostess.sqlite`` in
+the run directory, so two systems never share a connectome record; ``--no-hostess`` skips
+it): every server registers when it is ready and leaves when it stops, the connectome is
+exchanged on every change, its routes are served under ``/api/hostess/`` on the control
+surface, and the servers get its path in ``$PYKERNEL_HOSTESS_DB`` (so discovery's vetted
+peers land in the same registry).
 
 Signals: SIGINT/SIGTERM stop the system cleanly (dependents first); SIGHUP, SIGUSR1 and
 SIGUSR2 are forwarded to every server.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -43,7 +46,10 @@ from pykernel._supervise import ExecutorStatus, ServiceState, ServiceStatus
 
 EXIT_SERVER_FAILED = 6
 HOSTESS_DB = "hostess.sqlite"
-"""The Hostess registry's file in the run directory (when ``--hostess-db`` is not given)."""
+"""The Hostess registry's file in the run directory (without ``--hostess-db`` or
+``$PYKERNEL_HOSTESS_DB``)."""
+HOSTESS_ENV = "PYKERNEL_HOSTESS_DB"
+"""The registry path: read as the default, and set for the servers to the one in use."""
 EXIT_INTERRUPTED = 130
 _FORWARDED = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -72,8 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="run without the control surface")
     up.add_argument("--hostess-db", type=Path, default=None, metavar="PATH",
                     help="the Hostess registry servers register in while they run "
-                         "(default: RUN_DIR/hostess.sqlite; its routes are served under "
-                         "/api/hostess/ on the control surface)")
+                         "(default: $PYKERNEL_HOSTESS_DB, else RUN_DIR/hostess.sqlite; its "
+                         "routes are served under /api/hostess/ on the control surface, "
+                         "and servers get its path in $PYKERNEL_HOSTESS_DB)")
     up.add_argument("--no-hostess", dest="hostess", action="store_false",
                     help="run without Hostess")
     up.add_argument("--json-status", "--json", dest="json_status", action="store_true",
@@ -253,7 +260,11 @@ def _up(args: argparse.Namespace) -> int:
                                   f"{exc.strerror or exc}") from exc
             reporter.surface = live.url
         if args.hostess:
-            guests = _Guests(kernel, live, args.hostess_db or kernel.run_dir / HOSTESS_DB)
+            db = args.hostess_db or Path(os.environ.get(HOSTESS_ENV) or
+                                         kernel.run_dir / HOSTESS_DB)
+            guests = _Guests(kernel, live, db)
+            # Servers that use Hostess themselves (discovery's peers) find the same registry.
+            os.environ[HOSTESS_ENV] = str(db.resolve())
         try:
             status = kernel.start()
         except _StopRequest:

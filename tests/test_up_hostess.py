@@ -112,6 +112,11 @@ class TestHostessInUp:
         assert set(guests) == {"ticker", "gen", "l1", "l2", "l3", "picky"}
         assert guests["l1"]["metadata"] == {"system": up.system, "pid": up.pid("l1")}
 
+    def test_servers_get_the_registry_path(self, up: Up) -> None:
+        """$PYKERNEL_HOSTESS_DB names up's registry (picky is exec'd: /proc shows its env)."""
+        environ = Path(f"/proc/{up.pid('picky')}/environ").read_bytes().split(b"\0")
+        assert f"PYKERNEL_HOSTESS_DB={up.db.resolve()}".encode() in environ
+
     def test_routes_are_mounted_and_agree(self, up: Up) -> None:
         """/api/hostess/ answers on the surface; its connectome is the surface's."""
         assert len(up.get("/api/hostess/guests")["guests"]) == 6
@@ -196,6 +201,7 @@ class TestShutdown:
 
 def test_default_registry_is_in_the_run_dir(tmp_path: Path) -> None:
     """Without --hostess-db the registry is RUN_DIR/hostess.sqlite; --no-hostess has none."""
+    env = {k: v for k, v in os.environ.items() if k != "PYKERNEL_HOSTESS_DB"}
     system = f"uh{uuid.uuid4().hex[:10]}"
     wiring = write_system(tmp_path, system)
     try:
@@ -203,7 +209,8 @@ def test_default_registry_is_in_the_run_dir(tmp_path: Path) -> None:
             run = tmp_path / f"run{len(flags)}"
             proc = subprocess.Popen([sys.executable, "-m", "pykernel", "up", str(wiring),
                                      "--run-dir", str(run), "--no-surface", *flags],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                    env=env)
             try:
                 wait_for(lambda run=run: (run / "l1.json").exists(), timeout=30)
                 time.sleep(0.2)
