@@ -56,7 +56,7 @@ static uint64_t cur_pos(pk_writer *w)
 static int has_space(void *ctx)
 {
     pk_writer *w = ctx;
-    return free_at(w, cur_pos(w)) > 0;
+    return free_at(w, cur_pos(w)) >= w->need;
 }
 
 static int writer_tick(void *ctx)
@@ -80,8 +80,24 @@ static int writer_tick(void *ctx)
 static int wait_space(pk_writer *w, int64_t timeout_ns)
 {
     pk_hdr *h = w->p->hdr;
-    int rc = pk_wait(&h->space_word, &h->space_waiters, has_space, writer_tick, w, timeout_ns,
-                     w->spin_ns, &w->rec->waits, &w->late_wakeups, &w->tick_at);
+    int rc = 0;
+    if (timeout_ns != 0 && w->spin_ns > 0) {
+        /* Hysteresis while spinning: wait for a few free slots, not one, so a slower reader
+         * runs ahead without trading its tail's cache line with us message by message. The
+         * sleep below waits for one slot again: room is never refused for long. */
+        uint32_t batch = w->p->slots / 8;
+        w->need = batch < 1 ? 1 : batch > 32 ? 32 : batch;
+        int64_t spin = timeout_ns < 0 || timeout_ns > w->spin_ns ? w->spin_ns : timeout_ns;
+        rc = pk_wait(&h->space_word, &h->space_waiters, has_space, writer_tick, w, spin, spin,
+                     NULL, NULL, &w->tick_at);
+        w->need = 1;
+        if (rc != 0)
+            return rc;
+        if (timeout_ns > 0)
+            timeout_ns = timeout_ns > spin ? timeout_ns - spin : 1;
+    }
+    rc = pk_wait(&h->space_word, &h->space_waiters, has_space, writer_tick, w, timeout_ns,
+                 0, &w->rec->waits, &w->late_wakeups, &w->tick_at);
     if (rc == 0)
         pk_own_add(&w->rec->full, 1);
     return rc;
@@ -212,6 +228,7 @@ int pk_writer_attach(pk_pipe *p, pk_writer **out)
             w->index = i;
             w->pid = me;
             w->spin_ns = PK_DEFAULT_SPIN_NS;
+            w->need = 1;
             uint32_t g = pk_ld_rlx(&wr->claim_gen);
             w->claim_gen = g & 1 ? g + 1 : g;
             pk_set_claim(w, 0, 0);
