@@ -78,6 +78,23 @@ class TestSignals:
             assert got == msgs
 
 
+class TestRoom:
+    def test_one_freed_slot_is_enough(self, names: PipeNames) -> None:
+        """A blocked send proceeds when a single slot frees (the spin's batching is a hint)."""
+        with (
+            Pipe.create(names(), slot_size=8, slots=64) as pipe,
+            pipe.writer() as w,
+            pipe.reader() as r,
+        ):
+            for i in range(64):
+                w.send_nowait(bytes([i]))
+            t = threading.Timer(0.02, r.recv)
+            t.start()
+            w.send(b"late", timeout=10)
+            t.join()
+            assert pipe.stats().fill == 64
+
+
 class TestNoLostWakeups:
     def test_ping_pong_without_spinning(self, names: PipeNames) -> None:
         """Thousands of sleep/wake round trips between two processes lose no wake-up."""
