@@ -256,14 +256,18 @@ class TestPykernelRows:
         r = run_case(row[variant], CASE[key], TINY)
         assert r.status == "ok", r.error
         if key != "rtt64":
-            assert r.metrics["messages"] == TINY.count(CASE[key]) * CASE[key].fan
+            scale = row[variant].count_scale if CASE[key].size <= 512 else 1
+            assert r.metrics["messages"] == TINY.count(CASE[key]) * CASE[key].fan * scale
 
-    def test_batch_row_sends_more_than_one_ring_of_messages(self) -> None:
-        """Batches wrap the 256-slot ring many times without loss (count checked)."""
-        config = BenchConfig(counts={"oneway64": 5000}, timeout=15.0)
+    def test_fast_rows_get_scaled_counts_only_for_small_messages(self) -> None:
+        """Batch rows send 20x the messages at 64 B (wrapping the ring many times), not at 4 KiB."""
+        config = BenchConfig(counts={"oneway64": 300, "oneway4k": 30}, timeout=15.0)
         r = run_case(PykernelBatch(), CASE["oneway64"], config)
         assert r.status == "ok", r.error
-        assert r.metrics["messages"] == 5000
+        assert r.metrics["messages"] == 300 * 20
+        r4k = run_case(PykernelBatch(), CASE["oneway4k"], config)
+        assert r4k.status == "ok", r4k.error
+        assert r4k.metrics["messages"] == 30
 
 
 class TestRunBench:

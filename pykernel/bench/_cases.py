@@ -117,7 +117,7 @@ class BenchConfig:
             rtt_samples=3_000,
             rtt_warmup=200,
             counts={
-                "oneway64": 20_000,
+                "oneway64": 50_000,
                 "oneway4k": 5_000,
                 "oneway1m": 100,
                 "fanout64": 5_000,

@@ -29,6 +29,7 @@ from pykernel.bench._transport import Link, Transport
 _CTX = mp.get_context("fork")
 _SERIAL = _counter()
 _POLL_S = 0.05
+SCALED_MAX = 512  # cases up to this message size honour Transport.count_scale
 _GRACE_S = 1.0
 
 
@@ -105,7 +106,7 @@ def run_case(transport: Transport, case: Case, config: BenchConfig) -> CaseResul
             timeout=config.timeout,
             repeat_warmup=transport.drops_until_joined,
         )
-        count = config.count(case)
+        count = config.count(case) * (transport.count_scale if case.size <= SCALED_MAX else 1)
         for role in roles:
             mine, theirs = _CTX.Pipe(duplex=False)
             dump = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - ExitStack
