@@ -85,6 +85,15 @@ class PipeCounters:
         return sum(r.drops for r in self.readers)
 
 
+def _behind(head: int, position: int) -> int:
+    """Messages between a reader's position and the head, across the 2^64 wrap.
+
+    The snapshot is not atomic, so a reader may appear slightly ahead: that counts as 0.
+    """
+    gap = (head - position) % 2**64
+    return gap if gap < 2**63 else 0
+
+
 def counters_of(stats: Any) -> PipeCounters:
     """Translate a :class:`pykernel.PipeStats` into :class:`PipeCounters`.
 
@@ -93,7 +102,7 @@ def counters_of(stats: Any) -> PipeCounters:
     head = int(stats.head)
     readers = tuple(
         EndCounters(pid=int(r.pid), messages=int(r.messages), bytes=int(r.bytes),
-                    drops=int(r.drops), backlog=max(0, head - int(r.position)) if r.pid else 0)
+                    drops=int(r.drops), backlog=_behind(head, int(r.position)) if r.pid else 0)
         for r in stats.readers
     )
     writers = tuple(
@@ -112,7 +121,7 @@ def counters_of(stats: Any) -> PipeCounters:
 def _pipe_opener(name: str) -> Any:
     from pykernel import Pipe  # deferred: the state machine itself needs no C core
 
-    return Pipe.open(name)
+    return Pipe.open(name, prefault=False)  # inspection only: do not touch every page
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 from test_surface_kit import PipeActions, plan_of
 
 from control.state import SystemState
-from control.state_flow import FlowSampler, counters_of
+from control.state_flow import FlowSampler, _behind, counters_of
 from pykernel import Pipe
 
 
@@ -66,6 +66,12 @@ class TestCounters:
                 assert slow is not None
             finally:
                 Pipe.unlink(pipe.name)
+
+    def test_backlog_across_the_sequence_wrap(self) -> None:
+        """A backlog is counted modulo 2^64; a reader seen slightly ahead has none."""
+        assert _behind(3, 2**64 - 2) == 5
+        assert _behind(2**64 - 1, 2**64 - 4) == 3
+        assert _behind(10, 12) == 0
 
 
 class TestSampler:
