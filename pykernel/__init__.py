@@ -1,6 +1,7 @@
-"""pykernel: shared-memory ring pipes with fan-out and fan-in.
+"""pykernel: shared-memory ring pipes with fan-out and fan-in, and the executor.
 
-The public face is re-exported here from private modules.
+The public face is re-exported here from private modules; ``tests/test_pipe_exports.py``
+guards it (``__all__`` is the list below, every name has a docstring).
 """
 
 from __future__ import annotations
@@ -26,14 +27,30 @@ from pykernel._errors import (
     WouldBlock,
     WriterGoneError,
 )
+from pykernel._executor import Executor, builtin_services
 from pykernel._pipe import Pipe
 from pykernel._pipe_ends import Reader, Writer
 from pykernel._pipe_host import PipeInfo, clean_pipes, list_pipes
 from pykernel._pipe_stats import PipeStats, ReaderStats, WriterStats
 from pykernel._pipe_zero import Slot, View
+from pykernel._supervise import (
+    BootError,
+    ExecutorError,
+    ExecutorPhase,
+    ExecutorStatus,
+    ServiceSpec,
+    ServiceState,
+    ServiceStatus,
+    SpecError,
+)
 
 __all__ = [
+    "BootError",
     "ClosedError",
+    "Executor",
+    "ExecutorError",
+    "ExecutorPhase",
+    "ExecutorStatus",
     "GeometryError",
     "MessageSizeError",
     "PeerGoneError",
@@ -54,13 +71,18 @@ __all__ = [
     "ReaderGoneError",
     "ReaderStats",
     "SegmentError",
+    "ServiceSpec",
+    "ServiceState",
+    "ServiceStatus",
     "Slot",
+    "SpecError",
     "UsageError",
     "View",
     "WouldBlock",
     "Writer",
     "WriterGoneError",
     "WriterStats",
+    "builtin_services",
     "clean_pipes",
     "list_pipes",
 ]
