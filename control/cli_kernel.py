@@ -29,6 +29,7 @@ to be killed at shutdown; 7 the system is already up; 130 interrupted during boo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -206,17 +207,45 @@ class _Guests:
             self.hostess.close()
             raise
         kernel.subscribe(self.hooks)
+        self._open = True
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._after_fork,
+                            after_in_child=self._in_child)
         if live is not None:
             live.surface.mount("/api/hostess/", hostess_api.mount(self.hostess,
                                                                   live.surface.authorize),
                                hostess_api.OPENAPI_PATHS)
         self.hooks.start()
 
+    # A server forked by the kernel must not inherit this process's SQLite connection: a
+    # fork in the middle of a Hostess call leaves SQLite's per-process lock records
+    # claiming locks the child does not hold, and the server's own connection to the same
+    # registry (discovery's) then fails with "locking protocol". So no fork happens during
+    # a Hostess call, and the child drops the inherited connection before anything else
+    # (SQLite sees the parent's lock, so the child's close neither checkpoints nor removes
+    # the WAL). Hostess offers no public hook for this yet, hence its private lock and
+    # connection.
+    def _before_fork(self) -> None:
+        if self._open:
+            self.hostess._lock.acquire()
+
+    def _after_fork(self) -> None:
+        if self._open:
+            self.hostess._lock.release()
+
+    def _in_child(self) -> None:
+        if self._open:
+            self._open = False
+            self.hostess._lock.release()
+            with contextlib.suppress(Exception):
+                self.hostess._db.close()
+
     def close(self) -> None:
         """Every server still registered leaves; the registry is closed."""
         try:
             self.hooks.stop()
         finally:
+            with self.hostess._lock:  # no fork in between
+                self._open = False
             self.hostess.close()
 
 

@@ -220,3 +220,49 @@ def test_default_registry_is_in_the_run_dir(tmp_path: Path) -> None:
     finally:
         for leftover in shm_names(system):
             os.unlink(f"/dev/shm/{leftover}")
+
+
+BOOK_SERVERS = '''
+import json, os
+from control.manifest import manifest, terminal
+
+
+@manifest(servername="book", class_hex="0x40", owner="test",
+          terminals=[terminal("inp", "input", message_size=16, required=False)])
+def book(ctx):
+    """Open the registry `pykernel up` runs (forked from the kernel), read and write it."""
+    from control.hostess import Hostess
+    try:
+        # Not closed: Hostess.close() runs PRAGMA optimize, which can meet "database is
+        # locked" while other processes write (a separate issue); the exit closes it.
+        hostess = Hostess(os.environ["PYKERNEL_HOSTESS_DB"], timeout=5)
+        for _ in range(20):
+            hostess.expire()
+            seen = hostess.count("")
+        result = {"ok": True, "seen": seen}
+    except Exception as exc:
+        result = {"ok": False, "error": str(exc)}
+    with open(os.path.join(ctx.run_dir, ctx.server + ".json"), "w") as f:
+        json.dump(result, f)
+    ctx.stopping.wait()
+'''
+
+
+def test_forked_servers_can_use_the_registry(tmp_path: Path) -> None:
+    """Servers forked while the kernel uses Hostess open the same registry without error."""
+    system = f"uh{uuid.uuid4().hex[:10]}"
+    (tmp_path / "uh_books.py").write_text(BOOK_SERVERS)
+    names = [f"book{i}" for i in range(6)]
+    servers = "\n".join(f"  {n}: {{python: 'uh_books:book'}}" for n in names)
+    wiring = tmp_path / "books.yaml"
+    wiring.write_text(f"system: {system}\npython_path: ['.']\nservers:\n{servers}\n")
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "pykernel", "up", str(wiring), "--run-dir",
+                             str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: all((run / f"{n}.json").exists() for n in names), timeout=30)
+        results = {n: json.loads((run / f"{n}.json").read_text()) for n in names}
+        assert [r for r in results.values() if not r["ok"]] == []
+    finally:
+        assert interrupt(proc) == 0, proc.communicate()[1]
