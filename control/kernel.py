@@ -173,6 +173,7 @@ class Kernel:
         self._ready_timeout, self._stop_grace = ready_timeout, stop_grace
         self._subscribers: list[Callable[[ServiceStatus, ServiceState], None]] = []
         self._pipes: dict[str, Any] = {}
+        self._generations: dict[str, int] = {}
         self._lock_fd: int | None = None
         self._mutex = threading.Lock()
         self.executor = Executor(
@@ -343,6 +344,14 @@ class Kernel:
         """
         self._create_pipe(pipe)
 
+    def pipe_generation(self, name: str) -> int:
+        """Return how many times pipe ``name`` was created by this kernel (0: never).
+
+        A reader of the pipe's counters that opened it by name reopens it when this
+        changes (a rewire recreated the pipe under the same name).
+        """
+        return self._generations.get(name, 0)
+
     def drop_pipe(self, name: str) -> None:
         """Close and unlink pipe ``name`` if this kernel holds it."""
         from pykernel import Pipe, PipeNotFoundError
@@ -441,6 +450,7 @@ class Kernel:
         except PykernelError as exc:
             raise PipeSetupError(f"cannot create pipe {planned.name!r}: {exc}") from exc
         self._pipes[planned.name] = pipe
+        self._generations[planned.name] = self._generations.get(planned.name, 0) + 1
 
     def _remove_pipes(self) -> None:
         from pykernel import Pipe, PipeNotFoundError

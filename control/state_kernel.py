@@ -23,6 +23,7 @@ run directory). Modifies go to the kernel, which implements
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 from control.state import SystemState
@@ -81,6 +82,35 @@ class ExecutorFeed:
             self.refused += 1
 
 
+class _FollowedPipe:
+    """The sampler's own mapping of a kernel's pipe, reopened when a rewire recreates it.
+
+    The sampler maps each pipe itself (its counters are read while the kernel may close
+    its handle); a pipe recreated under the same name bumps the kernel's
+    ``pipe_generation``, and the next ``stats()`` maps the new one.
+    """
+
+    def __init__(self, kernel: Any, name: str) -> None:
+        from pykernel import Pipe
+
+        self._kernel, self._name, self._open = kernel, name, Pipe.open
+        self._generation = kernel.pipe_generation(name)
+        self._pipe = Pipe.open(name)
+
+    def stats(self) -> Any:
+        """Return the current pipe's statistics (reopening it if it was recreated)."""
+        generation = self._kernel.pipe_generation(self._name)
+        if generation != self._generation:
+            fresh = self._open(self._name)  # raises while the new one is not there yet
+            self._pipe.close()
+            self._pipe, self._generation = fresh, generation
+        return self._pipe.stats()
+
+    def close(self) -> None:
+        """Unmap the pipe."""
+        self._pipe.close()
+
+
 class LiveSystem:
     """The state machine, flow sampler and control surface of one kernel.
 
@@ -98,7 +128,10 @@ class LiveSystem:
         self.state = SystemState.from_plan(kernel.plan)
         self.feed = ExecutorFeed(self.state)
         kernel.subscribe(self.feed)
-        self.sampler = FlowSampler(self.state, interval=interval)
+        opener = functools.partial(_FollowedPipe, kernel) if hasattr(
+            kernel, "pipe_generation") else None
+        self.sampler = (FlowSampler(self.state, interval=interval, opener=opener) if opener
+                        else FlowSampler(self.state, interval=interval))
         actions = kernel if isinstance(kernel, KernelActions) else None
         self.surface = Surface(self.state, actions, run_dir=kernel.run_dir, host=host,
                                port=port)

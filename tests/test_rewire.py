@@ -21,6 +21,7 @@ from control.kernel import Kernel, KernelError
 from control.kernel_rewire import SPARE_PLACES, capacity, steps
 from control.plan import build_plan, connection_id
 from control.state_export import wiring_of
+from control.state_kernel import _FollowedPipe
 from pykernel import Pipe
 from pykernel._supervise import ServiceState
 
@@ -310,6 +311,38 @@ class TestConnect:
         got = flowing(kernel.run_dir, "l1", l1, at_least=report(kernel.run_dir, "l1")["count"]
                       + 25)
         assert got["bad"] == 0
+
+
+class TestRecreate:
+    """A fan pipe with no free place left is recreated: every user restarts on the new one."""
+
+    def test_full_multiplexer_is_recreated(self, tmp_path: Path, system: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+        """No spare places: ticker, l1 and l2 restart; both readers get a gapless stream."""
+        monkeypatch.setattr("control.kernel_rewire.SPARE_PLACES", 0)
+        plan = build_plan(write_system(tmp_path, system))
+        with Kernel(plan, run_dir=tmp_path / "run", builtins=(), fork_python=True,
+                    ready_timeout=5, stop_grace=2) as kernel:
+            name = f"{system}.ticker.out"
+            generation = kernel.pipe_generation(name)
+            followed, stale = _FollowedPipe(kernel, name), Pipe.open(name)
+            before = {n: pid_of(kernel, n) for n in ("ticker", "l1", "l2", "gen")}
+            kernel.connect("ticker.out", "l2.inp")
+            after = {n: pid_of(kernel, n) for n in before}
+            assert [n for n in before if before[n] != after[n]] == ["ticker", "l1", "l2"]
+            assert kernel.pipe_generation(name) == generation + 1
+            with Pipe.open(name) as pipe:
+                assert pipe.max_readers == 2
+            for reader in ("l1", "l2"):
+                got = flowing(kernel.run_dir, reader, after[reader])
+                assert got["bad"] == 0 and got["last"] - got["first"] + 1 == got["count"]
+            # the flow sampler's mapping follows the new pipe; a plain old mapping is frozen
+            frozen, first = stale.stats().written, followed.stats().written
+            wait_for(lambda: followed.stats().written > first + 10)
+            assert stale.stats().written == frozen
+            followed.close()
+            stale.close()
+        assert shm_names(system) == []
 
 
 class TestRefusals:
