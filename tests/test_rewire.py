@@ -359,6 +359,25 @@ class TestRefusals:
             kernel.disconnect("c-123")
         assert kernel.plan is plan
 
+    @settings(max_examples=40, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(source=st.one_of(st.text(max_size=30), st.sampled_from(
+               ["ticker.out", "gen.out", "l1.inp", "ticker.", ".out", "ticker.out.x"])),
+           target=st.one_of(st.text(max_size=30), st.sampled_from(
+               ["l1.inp", "l2.inp", "l2.out", "l3.inp", "gen.out", "nope.inp"])))
+    def test_bad_ends_are_typed_errors_and_change_nothing(self, kernel: Kernel, source: str,
+                                                          target: str) -> None:
+        """Any text as an end: lint's WiringError before anything moves, or a real connect."""
+        plan, pids = kernel.plan, {s.name: s.pid for s in kernel.status().services}
+        try:
+            conn, _ = kernel.connect(source, target)
+        except WiringError:
+            assert kernel.plan is plan
+            assert {s.name: s.pid for s in kernel.status().services} == pids
+        else:  # a legal edge between known terminals: undo it for the next example
+            assert (conn.source, conn.target) == (source, target)
+            kernel.disconnect(conn.id)
+
     def test_server_failing_on_its_new_terminals_rolls_back(self, kernel: Kernel) -> None:
         """picky exits 78 once connected: not restarted, the rewire is undone and named."""
         plan, names = kernel.plan, shm_names(kernel.plan.system)
