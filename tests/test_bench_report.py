@@ -267,6 +267,8 @@ class TestOptions:
             BenchConfig(counts={"oneway64": 0})
         with pytest.raises(BenchError, match="repeat must be >= 1, not 0"):
             BenchConfig(repeat=0)
+        with pytest.raises(BenchError, match="min_seconds must be >= 0, not -1"):
+            BenchConfig(min_seconds=-1)
 
 
 class TestRounds:

@@ -84,6 +84,7 @@ class BenchConfig:
         timeout: seconds one case may take before its processes are killed.
         pin: pin the two sides of a case to different cores (when there are 2+).
         repeat: run each case this many times and keep the median of each metric.
+        min_seconds: a throughput case that ends sooner is rerun with more messages.
 
     """
 
@@ -95,6 +96,7 @@ class BenchConfig:
     timeout: float = 60.0
     pin: bool = True
     repeat: int = 1
+    min_seconds: float = 0.3
 
     def __post_init__(self) -> None:
         for name in ("rtt_samples", "depth", "big_depth", "repeat"):
@@ -102,6 +104,8 @@ class BenchConfig:
                 raise BenchError(f"bench config: {name} must be >= 1, not {getattr(self, name)}")
         if self.rtt_warmup < 0:
             raise BenchError(f"bench config: rtt_warmup must be >= 0, not {self.rtt_warmup}")
+        if self.min_seconds < 0:
+            raise BenchError(f"bench config: min_seconds must be >= 0, not {self.min_seconds}")
         if self.timeout <= 0:
             raise BenchError(f"bench config: timeout must be > 0, not {self.timeout}")
         for key, n in self.counts.items():
@@ -117,13 +121,14 @@ class BenchConfig:
             rtt_samples=3_000,
             rtt_warmup=200,
             counts={
-                "oneway64": 50_000,
+                "oneway64": 20_000,
                 "oneway4k": 5_000,
                 "oneway1m": 100,
                 "fanout64": 5_000,
                 "fanin64": 5_000,
             },
             timeout=20.0,
+            min_seconds=0.1,
         )
 
     def count(self, case: Case) -> int:

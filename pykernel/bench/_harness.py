@@ -9,6 +9,8 @@ or ``timeout``; the remaining children are killed (SIGKILL, by handle) and the r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import multiprocessing as mp
 import os
 import statistics
@@ -29,7 +31,7 @@ from pykernel.bench._transport import Link, Transport
 _CTX = mp.get_context("fork")
 _SERIAL = _counter()
 _POLL_S = 0.05
-SCALED_MAX = 512  # cases up to this message size honour Transport.count_scale
+MAX_SCALE = 64  # a too-short case is rerun with at most this many times the messages
 _GRACE_S = 1.0
 
 
@@ -77,8 +79,10 @@ def roles_for(case: Case, cpus: list[int] | None) -> list[Role]:
     return [Role(lone.name, lone.kind, lone.ends, cpus[0]), *pinned]
 
 
-def run_case(transport: Transport, case: Case, config: BenchConfig) -> CaseResult:
+def run_case(transport: Transport, case: Case, config: BenchConfig, scale: int = 1) -> CaseResult:
     """Run ``transport`` through ``case`` in fresh child processes; never raises for it.
+
+    ``scale`` multiplies the case's message count (see :func:`measure`).
 
     Returns:
         The :class:`CaseResult`: ``ok`` with metrics, or ``failed``/``timeout`` with the
@@ -106,7 +110,7 @@ def run_case(transport: Transport, case: Case, config: BenchConfig) -> CaseResul
             timeout=config.timeout,
             repeat_warmup=transport.drops_until_joined,
         )
-        count = config.count(case) * (transport.count_scale if case.size <= SCALED_MAX else 1)
+        count = config.count(case) * scale
         for role in roles:
             mine, theirs = _CTX.Pipe(duplex=False)
             dump = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - ExitStack
@@ -221,9 +225,27 @@ def run_all(
                 if on_step is not None:
                     on_step(step, steps, f"{t.label} {case.key}")
                 step += 1
-                rounds[t.key].append(run_case(t, case, config))
+                rounds[t.key].append(measure(t, case, config))
         results.extend(merge_rounds(rounds[t.key]) for t in ts)
     return results
+
+
+def measure(transport: Transport, case: Case, config: BenchConfig) -> CaseResult:
+    """Run a case; if a throughput case ended too fast to measure, rerun it longer.
+
+    A run shorter than ``config.min_seconds`` is repeated with its message count scaled
+    so it lasts about that long (at most ``MAX_SCALE`` times), and the longer run counts.
+    The same rule holds for every row, so fast transports are not judged on milliseconds.
+    """
+    first = run_case(transport, case, config)
+    took = first.metrics.get("seconds", 0.0)
+    if first.status != "ok" or case.workload == "rtt" or took >= config.min_seconds:
+        return first
+    scale = min(MAX_SCALE, math.ceil(config.min_seconds / max(took, 1e-4)))
+    if scale < 2:
+        return first
+    longer = run_case(transport, case, config, scale)
+    return dataclasses.replace(longer, seconds=first.seconds + longer.seconds)
 
 
 def merge_rounds(rounds: list[CaseResult]) -> CaseResult:

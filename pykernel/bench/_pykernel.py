@@ -189,7 +189,6 @@ class PykernelBatch(_Pykernel):
 
     key = "pykernel-batch"
     label = "pykernel batch"
-    count_scale = 20  # millions of messages per second: 20x the count to last long enough
     cases = frozenset({"oneway64", "oneway4k", "fanout64", "fanin64"})
     sender_kind = _PkBatchSender
     receiver_kind = _PkBatchReceiver
@@ -200,7 +199,6 @@ class PykernelPacked(_Pykernel):
 
     key = "pykernel-packed"
     label = "pykernel packed"
-    count_scale = 20
     cases = frozenset({"oneway64", "fanout64", "fanin64"})
     sender_kind = _PkPackedSender
     receiver_kind = _PkPackedReceiver

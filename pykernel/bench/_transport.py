@@ -171,9 +171,6 @@ class Transport:
             be dropped (PUB/SUB's "slow joiner"): writers then repeat the warm-up frame
             until acknowledged. Otherwise exactly one is sent, since a second one may not
             fit the transport's buffer (a 1 MiB frame in a 64 KiB pipe) and would block.
-        count_scale: multiplies the message count of the small-message cases (<= 512 B)
-            for rows so fast that the common count would be over in a few milliseconds,
-            too short to measure.
 
     """
 
@@ -185,7 +182,6 @@ class Transport:
     cases: frozenset[str] = frozenset()
     is_pykernel: bool = False
     drops_until_joined: bool = False
-    count_scale: int = 1
 
     def unavailable(self) -> str | None:
         """Return why this transport cannot run here (e.g. ``not installed``), or None."""
