@@ -266,3 +266,19 @@ def test_forked_servers_can_use_the_registry(tmp_path: Path) -> None:
         assert [r for r in results.values() if not r["ok"]] == []
     finally:
         assert interrupt(proc) == 0, proc.communicate()[1]
+
+
+def test_unusable_registry_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """--hostess-db naming a directory: one line naming it, non-zero exit, no pipes left."""
+    system = f"uh{uuid.uuid4().hex[:10]}"
+    wiring = write_system(tmp_path, system)
+    (tmp_path / "adir").mkdir()
+    done = pykernel("up", str(wiring), "--run-dir", str(tmp_path / "run"), "--no-surface",
+                    "--hostess-db", str(tmp_path / "adir"))
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1 and f"cannot open registry {tmp_path / 'adir'}" in \
+        done.stderr
+    assert shm_names(system) == []
+    again = pykernel("up", str(wiring), "--run-dir", str(tmp_path / "run"), "--no-surface",
+                     "--hostess-db", str(tmp_path / "adir"))
+    assert "already up" not in again.stderr  # the lock was released
