@@ -146,6 +146,7 @@ struct pk_writer {
     uint32_t claim_gen;  /* combiner: mirror of rec->claim_gen (we are its only writer) */
     uint32_t prev_lap_ticks; /* lossy combiner: liveness ticks spent waiting for a lap */
     uint32_t need;           /* free slots has_space() asks for (hysteresis while spinning) */
+    uint32_t polls;          /* has_space() calls, to refresh a partial tail cache now and then */
     int prev_lap_give_up;    /* ... and whether to stop waiting (see prev_lap_tick) */
 };
 

@@ -197,12 +197,18 @@ int pk_recv(pk_reader *r, char *buf, uint32_t cap, uint32_t *len, int64_t timeou
         return -EBADF;
     if (r->viewing)
         return -EALREADY;
-    int64_t deadline = timeout_ns < 0 ? -1 : pk_now_ns() + timeout_ns;
+    int64_t deadline = 0; /* read from the clock only once we must wait: not per message */
     for (;;) {
         int rc = ready(r);
         if (rc == 0) {
-            int64_t left = deadline < 0 ? -1 : deadline - pk_now_ns();
-            rc = wait_ready(r, left < 0 && deadline >= 0 ? 0 : left);
+            int64_t left = timeout_ns;
+            if (timeout_ns > 0) {
+                int64_t now = pk_now_ns();
+                if (deadline == 0)
+                    deadline = now + timeout_ns;
+                left = deadline > now ? deadline - now : 0;
+            }
+            rc = wait_ready(r, left);
             if (rc <= 0)
                 return rc;
         }
@@ -214,6 +220,13 @@ int pk_recv(pk_reader *r, char *buf, uint32_t cap, uint32_t *len, int64_t timeou
         if (rc != 0)
             return rc;
     }
+}
+
+int64_t pk_recv_len(pk_reader *r, char *buf, uint32_t cap, int64_t timeout_ns)
+{
+    uint32_t len = 0;
+    int rc = pk_recv(r, buf, cap, &len, timeout_ns);
+    return rc == 1 ? (int64_t)len : rc == 0 ? -ETIMEDOUT : rc;
 }
 
 int pk_recv_batch(pk_reader *r, char *buf, uint64_t cap, uint32_t *lens, uint32_t max_n,

@@ -56,7 +56,17 @@ static uint64_t cur_pos(pk_writer *w)
 static int has_space(void *ctx)
 {
     pk_writer *w = ctx;
-    return free_at(w, cur_pos(w)) >= w->need;
+    uint64_t pos = cur_pos(w);
+    uint64_t room = free_at(w, pos); /* refreshes the cache itself when it says "none" */
+    if (room >= w->need)
+        return 1;
+    /* Some room, less than the hysteresis asks for: free_at trusts its cache, which would
+     * then never see the reader's progress until the spin ran out. Look again every 16th
+     * poll, not every one, so the reader's tail line is not pulled away per message. */
+    if (room == 0 || (++w->polls & 15) != 0)
+        return 0;
+    w->tail_cache = slowest_tail(w->p, pos);
+    return free_at(w, pos) >= w->need;
 }
 
 static int writer_tick(void *ctx)

@@ -143,6 +143,10 @@ uint32_t pk_reader_index(const pk_reader *r);
 uint64_t pk_reader_late_wakeups(const pk_reader *r);
 uint64_t pk_reader_drops(const pk_reader *r);
 int pk_recv(pk_reader *r, char *buf, uint32_t cap, uint32_t *len, int64_t timeout_ns);
+/* pk_recv returning the message's length (>= 0) itself: -ETIMEDOUT when nothing arrived in
+ * time (or the pipe is empty, timeout 0), else -errno as pk_recv. One argument and one
+ * out-parameter read fewer per message for a caller such as Python. */
+int64_t pk_recv_len(pk_reader *r, char *buf, uint32_t cap, int64_t timeout_ns);
 int pk_recv_batch(pk_reader *r, char *buf, uint64_t cap, uint32_t *lens, uint32_t max_n,
                   int64_t timeout_ns);
 int pk_view(pk_reader *r, const void **data, uint32_t *len, int64_t timeout_ns);

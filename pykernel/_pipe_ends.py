@@ -26,6 +26,7 @@ _send = lib.pk_send
 _send_batch = lib.pk_send_batch
 _send_strided = lib.pk_send_strided
 _recv = lib.pk_recv
+_recv_len = lib.pk_recv_len
 _recv_batch = lib.pk_recv_batch
 _unpack = ffi.unpack
 _buffer = ffi.buffer
@@ -33,6 +34,8 @@ _from_buffer = ffi.from_buffer
 _NULL = ffi.NULL
 _BATCH_BYTES = 1 << 22  # recv_batch copies at most this much per call (at least one slot)
 _EINTR = -errno.EINTR
+_EMSGSIZE = -errno.EMSGSIZE
+_ETIMEDOUT = -errno.ETIMEDOUT
 # timeout=None waits in slices, and a signal interrupts a sleep with -EINTR, so that Python
 # signal handlers (Ctrl-C) run between C calls; the wait then simply goes on.
 _SLICE = 250_000_000
@@ -208,16 +211,24 @@ class Writer(_End):
         """
         if type(data) is not bytes:
             data = _as_char(data)
+        # The size is checked in C (-EMSGSIZE): one comparison less per message here.
+        try:
+            rc = _send(self._h, data, len(data), _SLICE if timeout is None else timeout_ns(timeout))
+        except OverflowError:  # 4 GiB or more does not fit the uint32_t length
+            rc = _EMSGSIZE
+        if rc != 1:
+            self._send_slow(data, rc, timeout)
+
+    def _send_slow(self, data: Any, rc: int, timeout: float | None) -> None:
+        """Finish a send that did not succeed at once: retry, or raise what went wrong."""
         n = len(data)
-        if n > self._max:
+        if rc == _EMSGSIZE and self._h is not _NULL:
             raise MessageSizeError(
                 f"pipe {self._name!r}: message of {n} bytes exceeds slot size {self._max}"
             )
-        rc = _send(self._h, data, n, _SLICE if timeout is None else timeout_ns(timeout))
+        rc = _again(_send, (self._h, data, n), timeout, rc)
         if rc != 1:
-            rc = _again(_send, (self._h, data, n), timeout, rc)
-            if rc != 1:
-                raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
+            raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
 
     def send_nowait(self, data: Any) -> None:
         """Send one message or raise :class:`PipeFull` at once."""
@@ -401,15 +412,14 @@ class Reader(_End):
             ClosedError: this reader is closed.
 
         """
-        rc = _recv(
-            self._h,
-            self._buf,
-            self._cap,
-            self._lenp,
-            _SLICE if timeout is None else timeout_ns(timeout),
-        )
-        if rc == 1:
-            return _unpack(self._buf, self._lenp[0])
+        n = _recv_len(self._h, self._buf, self._cap,
+                      _SLICE if timeout is None else timeout_ns(timeout))
+        if n >= 0:  # the length itself: no out-parameter to read back
+            return _unpack(self._buf, n)
+        return self._recv_slow(0 if n == _ETIMEDOUT else n, timeout)
+
+    def _recv_slow(self, rc: int, timeout: float | None) -> bytes:
+        """Finish a recv that did not succeed at once: retry, or raise what went wrong."""
         rc = _again(_recv, (self._h, self._buf, self._cap, self._lenp), timeout, rc)
         if rc == 1:
             return _unpack(self._buf, self._lenp[0])

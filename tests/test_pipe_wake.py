@@ -94,6 +94,31 @@ class TestRoom:
             t.join()
             assert pipe.stats().fill == 64
 
+    def test_spinning_writer_sees_room_freed_after_it_looked(self, names: PipeNames) -> None:
+        """A spinning writer notices slots freed one by one, not only when its spin runs out."""
+        with (
+            Pipe.create(names(), slot_size=8, slots=64) as pipe,  # spin waits for 64/8 slots
+            pipe.writer() as w,
+            pipe.reader() as r,
+        ):
+            w.spin_us = 1e6  # a second: the bug made every full-ring send last that long
+            for i in range(64):
+                w.send_nowait(bytes([i]))
+
+            def drain() -> None:
+                time.sleep(0.02)
+                for _ in range(10):  # one at a time: the writer first sees 1 free, then more
+                    r.recv(timeout=10)
+                    time.sleep(0.002)
+
+            t = threading.Thread(target=drain)
+            t.start()
+            began = time.monotonic()
+            w.send(b"late", timeout=10)
+            took = time.monotonic() - began
+            t.join()
+            assert took < 0.5, f"send waited {took:.3f} s for room freed after ~0.04 s"
+
 
 class TestNoLostWakeups:
     def test_ping_pong_without_spinning(self, names: PipeNames) -> None:
