@@ -46,6 +46,7 @@ __all__ = [
     "ServerError",
     "TerminalBinding",
     "main",
+    "ready_when_told",
     "run",
 ]
 
@@ -189,6 +190,8 @@ class ServerContext:
         self.stopping = threading.Event()
         self._notify_fd = notify_fd
         self._ready_sent = False
+        self.hold_ready = False
+        """When set, attaching terminals does not report readiness: only :meth:`ready` does."""
         self._pipes: dict[str, Any] = {}
         self._ends: dict[str, Any] = {}
 
@@ -258,7 +261,9 @@ class ServerContext:
             raise
         self._pipes[name] = pipe
         self._ends[name] = end
-        if all(n in self._ends for n, b in self.terminals.items() if b.pipe is not None):
+        if not self.hold_ready and all(
+            n in self._ends for n, b in self.terminals.items() if b.pipe is not None
+        ):
             self.ready()
         return end
 
@@ -267,7 +272,8 @@ class ServerContext:
         for name, binding in self.terminals.items():
             if binding.pipe is not None:
                 self.terminal(name)
-        self.ready()
+        if not self.hold_ready:
+            self.ready()
         return dict(self._ends)
 
     def messages(self, name: str, *, poll: float = 0.1, drain: float = 2.0,
@@ -348,12 +354,27 @@ class ServerContext:
 
 
 ServerFunc = Callable[[ServerContext], Any]
+_READY_WHEN_TOLD = "__pykernel_ready_when_told__"
+
+
+def ready_when_told(func: ServerFunc) -> ServerFunc:
+    """Mark a server function that reports readiness itself, with ``ctx.ready()``.
+
+    :func:`run` still attaches every connected terminal first, but the kernel hears
+    ``READY=1`` only when the function says so: a server that checks its configuration
+    first (a passphrase, a device) and exits 78 (``EX_CONFIG``) when it is wrong then fails
+    the boot instead of having been ready for a moment.
+    """
+    setattr(func, _READY_WHEN_TOLD, True)
+    return func
+
 
 
 def run(func: ServerFunc, ctx: ServerContext | None = None) -> int:
     """Run ``func(ctx)`` as this process's server; return the exit status.
 
-    Attaches every connected terminal first (which reports readiness), sets
+    Attaches every connected terminal first (which reports readiness, unless ``func`` is
+    marked :func:`ready_when_told`), sets
     ``ctx.stopping`` on SIGTERM/SIGINT, and closes everything afterwards. If ``func``
     carries a ``__pykernel_manifest__``, every terminal in the environment must be one it
     declares.
@@ -383,6 +404,7 @@ def run(func: ServerFunc, ctx: ServerContext | None = None) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         die_with_kernel()  # a SIGKILLed kernel must not leave its servers running
+    ctx.hold_ready = bool(getattr(func, _READY_WHEN_TOLD, False))
     with ctx:
         ctx.attach_all()
         result = func(ctx)

@@ -28,6 +28,7 @@ from pykernel._supervise import BootError, ServiceState
 SERVERS = '''
 import json, os
 from control.manifest import manifest, terminal
+from pykernel.server import ready_when_told
 
 @manifest(servername="ping", class_hex="0x1", owner="test",
           terminals=[terminal("out", "output", message_size=64)])
@@ -50,6 +51,7 @@ def pong(ctx):
 def broken(ctx):
     raise RuntimeError("broken on purpose")
 
+@ready_when_told
 @manifest(servername="pong", class_hex="0x2", owner="test",
           terminals=[terminal("in", "input", message_size=64)])
 def misconfigured(ctx):

@@ -77,8 +77,8 @@ class TestExitCodes:
     @pytest.mark.parametrize(("entry", "says"), [
         ("broken", ["exited", "RuntimeError: broken on purpose"]),
         # 78 (EX_CONFIG): a configuration error, named as such and never retried
-        ("misconfigured", ["(exit code 78 (EX_CONFIG: configuration error, not restarted))",
-                           "no passphrase file"]),
+        ("misconfigured", ["exited before it was ready (exit code 78 (EX_CONFIG: "
+                           "configuration error, not restarted))", "no passphrase file"]),
     ])
     def test_boot_failure_exits_4(self, tmp_path: Path, system: str, entry: str,
                                   says: list[str]) -> None:

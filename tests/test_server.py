@@ -25,6 +25,7 @@ from pykernel.server import (
     load_entry,
     main,
     parse_terminals,
+    ready_when_told,
     run,
 )
 
@@ -150,6 +151,31 @@ class TestContext:
         finally:
             os.close(r)
             os.close(w)
+
+    def test_ready_when_told_waits_for_the_function(self) -> None:
+        """A @ready_when_told server is ready when it says so, never before (or at all)."""
+        def told(ctx: ServerContext) -> int:
+            assert os.read(r, 100) == b"STATUS=checking\n"  # attached, but not ready yet
+            ctx.ready()
+            return 0
+
+        def refuses(ctx: ServerContext) -> int:
+            return 78  # EX_CONFIG before saying ready
+
+        for func, expected, code in ((told, b"READY=1\n", 0),
+                                     (refuses, b"STATUS=checking\n", 78)):
+            r, w = os.pipe()
+            try:
+                ctx = ServerContext.from_env(env(PYKERNEL_NOTIFY_FD=str(w)))
+                ctx.status("checking")
+                assert run(ready_when_told(func), ctx) == code
+                os.close(w)
+                w = -1
+                assert os.read(r, 100) == expected
+            finally:
+                os.close(r)
+                if w >= 0:
+                    os.close(w)
 
     def test_notify_to_closed_kernel_is_harmless(self) -> None:
         """If the kernel's end is gone, readiness is silently dropped (no crash)."""
