@@ -121,6 +121,10 @@ static int take(pk_reader *r, char *buf, uint32_t cap, uint32_t *len)
             return 0;
         }
     } else {
+        /* No writer publishes more than a slot holds: a larger len is a damaged segment, and
+         * copying it could run past the mapping whatever the caller's buffer holds. */
+        if (n > p->slot_size)
+            return -EBADMSG;
         if (n > cap)
             return -EMSGSIZE;
         memcpy(buf, pk_payload(s), n);

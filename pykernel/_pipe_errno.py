@@ -70,6 +70,11 @@ def transfer_error(rc: int, *, name: str, reading: bool, timeout: float | None) 
         return ClosedError(f"pipe {name!r}: this {'reader' if reading else 'writer'} is closed")
     if code == errno.EMSGSIZE:
         return MessageSizeError(f"pipe {name!r}: message larger than the slot size")
+    if code == errno.EBADMSG:
+        return SegmentError(
+            f"pipe {name!r}: a published slot holds a length beyond the slot size "
+            "(the segment is damaged)"
+        )
     if code == errno.EALREADY:
         return PipeError(f"pipe {name!r}: a {'view' if reading else 'reservation'} is still open")
     return PipeError(f"pipe {name!r}: {os.strerror(code)}")

@@ -20,6 +20,7 @@ from pykernel import (
     PipeError,
     PipeFull,
     PipeNameError,
+    SegmentError,
     list_pipes,
 )
 
@@ -289,3 +290,49 @@ class TestFuzzedHeader:
                             except PipeError:
                                 pass
                 p.stats()
+
+
+def _receive_in_child(name: str, how: str) -> int:
+    """Receive once from ``name`` in a forked child; its exit code says what happened.
+
+    0: a SegmentError named the damage; 1: data came back; 2: another exception; a
+    negative code: the child died of that signal (a read past the slot).
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's outcome is its exit code
+        code = 2
+        try:
+            with Pipe.open(name) as p, p.reader() as r:
+                if how == "recv_into":
+                    r.recv_into(bytearray(1 << 20), timeout=0)
+                elif how == "recv_batch":
+                    r.recv_batch(timeout=0)
+                else:
+                    r.recv(timeout=0)
+            code = 1
+        except SegmentError:
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+class TestCorruptLength:
+    @SETTINGS
+    @given(
+        how=st.sampled_from(["recv", "recv_into", "recv_batch"]),
+        length=st.integers(33, 0xFFFFFFFE),  # above the slot size, not the "aborted" mark
+    )
+    def test_a_length_beyond_the_slot_is_refused(self, how: str, length: int) -> None:
+        """A published slot whose length exceeds the slot size raises SegmentError: no
+        copy past the slot, whatever the caller's buffer holds (it used to read past it)."""
+        with pipe_names() as names:
+            name = names()
+            with Pipe.create(name, slot_size=32, slots=2) as p, p.writer() as w:
+                w.send(b"m")
+                slot0 = p.size_bytes - 4096  # the header fills the first page
+            with open(f"/dev/shm/pykernel.{name}", "r+b") as f:
+                f.seek(slot0 + 8)  # the slot header: seq (u64), then len (u32)
+                f.write(struct.pack("<I", length))
+            assert _receive_in_child(name, how) == 0
