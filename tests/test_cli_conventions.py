@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Verbs that print no data, so have no --json. Each says why.
 NO_DATA: dict[tuple[str, ...], str] = {
-    ("discovery", "run"): "runs discovery in the foreground until signalled; it prints a "
-                          "log, and the data it finds is read with `neighbors`/`candidates`",
+    ("discovery", "run"): "a service, not a query: it runs discovery in the foreground until "
+                          "signalled (it prints one JSON ready line for its launcher); what it "
+                          "finds is read with `neighbors`/`candidates --json`",
 }
 
 NONSENSE = "nonsense-\u03be"
@@ -238,6 +239,34 @@ class TestUnreachableKernel:
         code, _, err = _run(capsys, ["status", "--url", "not-a-url"])
         _one_line_error(err)
         assert code == 1, err
+
+
+class TestBadFiles:
+    """A file that is not text/YAML is refused in one line, not as an internal error."""
+
+    @pytest.mark.xfail(strict=True, reason="control/wiring.py:250 puts str(yaml.ReaderError) "
+                       "in the diagnostic: two lines ('in \"<byte string>\", position N')")
+    @pytest.mark.parametrize("verb", ["plan", "up"])
+    def test_binary_wiring_file(self, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                verb: str) -> None:
+        """plan/up of a binary file: one `pykernel:` line naming the file, exit 1."""
+        bad = tmp_path / "bin.yaml"
+        bad.write_bytes(b"\x7fELF\x00\xd0\xd0")
+        code, _, err = _run(capsys, [verb, str(bad), *(["--no-surface"] if verb == "up" else [])])
+        assert code == 1
+        assert str(bad) in _one_line_error(err)
+
+    @pytest.mark.xfail(strict=True, reason="discovery/cli.py:276 reads --config with "
+                       "read_text() and catches only OSError/YAMLError: UnicodeDecodeError "
+                       "leaves as an internal error (exit 70)")
+    def test_binary_discovery_config(self, capsys: pytest.CaptureFixture[str],
+                                     tmp_path: Path) -> None:
+        """`discovery run --config` of a non-UTF-8 file is a typed error naming the file."""
+        bad = tmp_path / "bin.yaml"
+        bad.write_bytes(b"a: \xd0\xd0\n")
+        code, _, err = _run(capsys, ["discovery", "run", "--config", str(bad)])
+        assert str(bad) in _one_line_error(err)
+        assert code == 1
 
 
 # A small sample (each process loads every verb group: ~1 s of CPU), run as the real process.
