@@ -161,11 +161,11 @@ def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.fixture
-def kernel(tmp_path: Path, system: str) -> Iterator[Kernel]:
-    """The system running under a kernel (forked servers), stopped at the end."""
+def kernel(tmp_path: Path, system: str, request: pytest.FixtureRequest) -> Iterator[Kernel]:
+    """The system running under a kernel (forked servers, or exec'd ones with param False)."""
     plan = build_plan(write_system(tmp_path, system))
-    k = Kernel(plan, run_dir=tmp_path / "run", builtins=(), fork_python=True,
-               ready_timeout=5, stop_grace=2)
+    k = Kernel(plan, run_dir=tmp_path / "run", builtins=(),
+               fork_python=getattr(request, "param", True), ready_timeout=10, stop_grace=2)
     k.start()
     try:
         yield k
@@ -283,6 +283,7 @@ class TestConnect:
         assert kernel.executor.spec("ticker").env["PYKERNEL_CONNECTOME"] == \
             kernel.plan.connectome_id
 
+    @pytest.mark.parametrize("kernel", [True, False], indirect=True, ids=["fork", "exec"])
     def test_one_to_one_creates_and_disconnect_removes_the_pipe(self, kernel: Kernel) -> None:
         """gen.out -> l3.inp makes a new pipe and restarts both ends; disconnect undoes it."""
         system = kernel.plan.system
