@@ -53,6 +53,10 @@ static int ready(void *ctx)
         }
         if (pk_ld_rlx(&s->len) == PK_LEN_ABORTED) { /* a dead or aborting writer's claim */
             advance(r, r->pos + 1);
+            /* Skipping frees a slot like taking one does: a writer asleep on a full ring
+             * must hear of it now, not at its next liveness tick (rare: no per-message cost). */
+            if (!p->lossy)
+                pk_wake(&p->hdr->space_word, &p->hdr->space_waiters);
             continue;
         }
         return 1;

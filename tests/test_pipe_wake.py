@@ -120,6 +120,28 @@ class TestRoom:
             assert took < 0.5, f"send waited {took:.3f} s for room freed after ~0.04 s"
 
 
+    def test_skipping_aborted_slots_wakes_a_sleeping_writer(self, names: PipeNames) -> None:
+        """Room made by skipping aborted claims wakes a sleeping writer at once (no late wake)."""
+        with (
+            Pipe.create(names(), slot_size=8, slots=2, shape="combiner", max_writers=2) as pipe,
+            pipe.writer() as w1,
+            pipe.writer() as w2,
+            pipe.reader() as r,
+        ):
+            for _ in range(2):  # the ring is full of aborted claims
+                w1.reserve(8).abort()
+            w2.spin_us = r.spin_us = 0
+            t = threading.Thread(target=w2.send, args=(b"room",), kwargs={"timeout": 10})
+            t.start()
+            deadline = time.monotonic() + 10
+            while pipe.stats().writers[w2.index].waits == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(0.005)  # let it reach the futex
+            assert r.recv(timeout=10) == b"room"
+            t.join()
+            assert w2.late_wakeups == 0
+
+
 class TestNoLostWakeups:
     def test_ping_pong_without_spinning(self, names: PipeNames) -> None:
         """Thousands of sleep/wake round trips between two processes lose no wake-up."""
