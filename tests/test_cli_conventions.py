@@ -269,6 +269,20 @@ class TestBadFiles:
         assert code == 1
 
 
+class TestOutOfRangeValues:
+    """A number argparse accepts but the verb cannot use is a typed error, not exit 70."""
+
+    @pytest.mark.xfail(strict=True, reason="control/hostess/registry.py:311 checks limit >= 1 "
+                       "only: 2**64 reaches SQLite as 'datatype mismatch' (IntegrityError)")
+    def test_huge_hostess_limit(self, capsys: pytest.CaptureFixture[str],
+                                tmp_path: Path) -> None:
+        """`hostess list --limit 2**64` names the limit, exit 1."""
+        code, _, err = _run(capsys, ["hostess", "list", "--db", str(tmp_path / "h.sqlite"),
+                                     "--limit", str(2**64)])
+        assert "limit" in _one_line_error(err)
+        assert code == 1
+
+
 # A small sample (each process loads every verb group: ~1 s of CPU), run as the real process.
 SAMPLE = [[], ["pipes", "show"], ["hostess", "query", "--limit", NONSENSE],
           ["up", "--no-such-option-xyz", "x.yaml"]]
