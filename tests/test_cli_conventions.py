@@ -232,8 +232,6 @@ class TestUnreachableKernel:
         assert code == 1
         assert str(tmp_path) in _one_line_error(err)
 
-    @pytest.mark.xfail(strict=True, reason="control/surface/_client.py builds the request "
-                       "outside its try: a malformed --url escapes as ValueError (exit 70)")
     def test_malformed_url_is_a_typed_error(self, capsys: pytest.CaptureFixture[str]) -> None:
         """A --url that is not a URL is bad input (exit 1), not an internal error (70)."""
         code, _, err = _run(capsys, ["status", "--url", "not-a-url"])

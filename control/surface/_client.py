@@ -6,9 +6,11 @@ and ``surface.token`` (0600). :func:`find_run_dir` looks where kernels put it.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -89,10 +91,14 @@ class SurfaceClient:
         token: the bearer token for modifies (None: queries only).
         timeout: seconds per request.
 
+    Raises:
+        SurfaceUnreachable: ``url`` is not an ``http``/``https`` URL with a host (field
+            ``url``).
+
     """
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
+        self.url = _checked_url(url).rstrip("/")
         self.token = token
         self.timeout = timeout
 
@@ -102,7 +108,8 @@ class SurfaceClient:
         """Build a client from ``--url``/``--run-dir``/``--token-file`` (any may be None).
 
         Raises:
-            SurfaceUnreachable: no kernel found, or its files cannot be read.
+            SurfaceUnreachable: no kernel found, its files cannot be read, or the URL is
+                malformed.
 
         """
         token = None
@@ -133,7 +140,10 @@ class SurfaceClient:
 
         """
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        try:
+            req = urllib.request.Request(self.url + path, data=data, method=method)
+        except ValueError as exc:  # __init__ checked the URL; the path may still be bad
+            raise SurfaceUnreachable(f"cannot request {self.url}{path}: {exc}", "url") from None
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if self.token and method != "GET":
@@ -146,13 +156,36 @@ class SurfaceClient:
             try:
                 err = json.loads(raw)["error"]
                 message, field = str(err.get("message")), str(err.get("field", ""))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError):  # not a surface's error
                 message, field = raw.decode(errors="replace")[:200], ""
             raise SurfaceError(f"{exc.code}: {message}", field, exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise SurfaceUnreachable(f"no control surface at {self.url}: {reason}",
                                      "url") from None
-        if ctype.startswith("application/json"):
-            return json.loads(payload)
-        return payload.decode()
+        except (http.client.HTTPException, ValueError) as exc:
+            # Something answered, but not HTTP (BadStatusLine), or http.client refused the
+            # URL (InvalidURL is a ValueError): either way no control surface is there.
+            raise SurfaceUnreachable(f"no control surface at {self.url}: "
+                                     f"{type(exc).__name__}: {exc}", "url") from None
+        try:
+            if ctype.startswith("application/json"):
+                return json.loads(payload)
+            return payload.decode()
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+            raise SurfaceUnreachable(f"no control surface at {self.url}: its answer to "
+                                     f"{method} {path} is not valid {ctype or 'text'} "
+                                     f"({exc})", "url") from None
+
+
+def _checked_url(url: str) -> str:
+    """Return ``url`` if it is an ``http``/``https`` URL with a host, else raise."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- parses the port: a bad or out-of-range one raises here
+    except ValueError as exc:
+        raise SurfaceUnreachable(f"surface URL {url!r} is malformed: {exc}", "url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SurfaceUnreachable(f"surface URL {url!r} is not http(s)://HOST[:PORT]",
+                                 "url")
+    return url
