@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,20 +75,25 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
                              str(run), "--hostess-db", str(db), "--grace", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        def booted() -> bool:
-            assert proc.poll() is None, proc.communicate()[1]
-            if not (run / "surface.json").exists():
-                return False
-            status = pykernel("status", "--run-dir", str(run), "--json")
-            return status.returncode == 0 and \
-                json.loads(status.stdout)["system"]["state"] == "running"
-
-        wait_for(booted, timeout=30)
+        wait_booted(proc, run)
         yield Up(proc, run, db, system)
     finally:
         interrupt(proc)
         for leftover in shm_names(system):
             os.unlink(f"/dev/shm/{leftover}")
+
+
+def wait_booted(proc: subprocess.Popen[str], run: Path) -> None:
+    """Wait until `pykernel up` says its kernel is running (through its surface)."""
+    def booted() -> bool:
+        assert proc.poll() is None, proc.communicate()[1]
+        if not (run / "surface.json").exists():
+            return False
+        status = pykernel("status", "--run-dir", str(run), "--json")
+        return status.returncode == 0 and \
+            json.loads(status.stdout)["system"]["state"] == "running"
+
+    wait_for(booted, timeout=30)
 
 
 def interrupt(proc: subprocess.Popen[str]) -> int:
@@ -208,12 +212,13 @@ def test_default_registry_is_in_the_run_dir(tmp_path: Path) -> None:
         for flags, expected in (([], True), (["--no-hostess"], False)):
             run = tmp_path / f"run{len(flags)}"
             proc = subprocess.Popen([sys.executable, "-m", "pykernel", "up", str(wiring),
-                                     "--run-dir", str(run), "--no-surface", *flags],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     "--run-dir", str(run), "--no-surface", "--json-status",
+                                     *flags],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     env=env)
             try:
-                wait_for(lambda run=run: (run / "l1.json").exists(), timeout=30)
-                time.sleep(0.2)
+                assert proc.stdout is not None
+                assert any(json.loads(line)["event"] == "up" for line in proc.stdout)
                 assert (run / "hostess.sqlite").exists() is expected
             finally:
                 assert interrupt(proc) == 0, proc.communicate()[1]
@@ -242,8 +247,10 @@ def book(ctx):
         result = {"ok": True, "seen": seen}
     except Exception as exc:
         result = {"ok": False, "error": str(exc)}
-    with open(os.path.join(ctx.run_dir, ctx.server + ".json"), "w") as f:
+    path = os.path.join(ctx.run_dir, ctx.server + ".json")
+    with open(path + ".tmp", "w") as f:
         json.dump(result, f)
+    os.replace(path + ".tmp", path)
     ctx.stopping.wait()
 '''
 
@@ -261,6 +268,7 @@ def test_forked_servers_can_use_the_registry(tmp_path: Path) -> None:
                              str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:
+        wait_booted(proc, run)
         wait_for(lambda: all((run / f"{n}.json").exists() for n in names), timeout=30)
         results = {n: json.loads((run / f"{n}.json").read_text()) for n in names}
         assert [r for r in results.values() if not r["ok"]] == []
