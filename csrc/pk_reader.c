@@ -112,7 +112,16 @@ static int take(pk_reader *r, char *buf, uint32_t cap, uint32_t *len)
     pk_slot *s = pk_slot_at(p, pos);
     uint32_t n = pk_ld_rlx(&s->len); /* ordered after ready()'s load-acquire of seq */
     if (p->lossy) {
-        if (n > p->slot_size || n > cap) { /* a torn len: the slot is being rewritten */
+        if (n > p->slot_size) { /* a torn len: the slot is being rewritten */
+            resync(r);
+            return 0;
+        }
+        if (n > cap) {
+            /* Too big for the caller's buffer, if len was not torn: ask the seqlock (the
+             * acquire fence orders the len load before the seq re-check). */
+            pk_fence_acq();
+            if (pk_ld_rlx(&s->seq) == pos + 1)
+                return -EMSGSIZE; /* the message stays queued, as in lossless mode */
             resync(r);
             return 0;
         }

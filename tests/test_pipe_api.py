@@ -305,6 +305,20 @@ class TestTransfer:
             with pytest.raises(PipeArgumentError, match="writable buffer"):
                 r.recv_into(b"read-only")
 
+    def test_recv_into_small_buffer_keeps_lossy_messages(self, names: PipeNames) -> None:
+        """In lossy mode too, a buffer smaller than the message raises and loses nothing."""
+        with (
+            Pipe.create(names(), slot_size=16, slots=4, lossy=True) as p,
+            p.writer() as w,
+            p.reader() as r,
+        ):
+            w.send(b"0123456789")
+            w.send(b"abcdefghij")
+            with pytest.raises(MessageSizeError, match="smaller than the next message"):
+                r.recv_into(bytearray(4), timeout=5)  # it dropped all and waited forever
+            assert r.recv() == b"0123456789" and r.recv() == b"abcdefghij"
+            assert r.dropped == 0
+
     def test_batches(self, names: PipeNames) -> None:
         """send_batch/recv_batch move many messages per call, wrapping the ring."""
         with Pipe.create(names(), slot_size=16, slots=8) as p, p.writer() as w, p.reader() as r:
