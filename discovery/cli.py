@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import socket
 import threading
@@ -58,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = lsub.add_parser("send", help="send our LLDPDU on an interface")
     p.add_argument("--iface", required=True, help="interface to send on")
     p.add_argument("--count", type=int, default=1, help="frames to send (default 1)")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
+    p.add_argument("--interval", type=_seconds, default=1.0,
+                   help=f"seconds between frames, 0 to {MAX_SECONDS:g} (default 1)")
     p.add_argument("--ttl", type=int, default=120, help="TTL to advertise (default 120)")
     p.add_argument("--shutdown", action="store_true", help="send a shutdown LLDPDU (TTL 0)")
     p.add_argument("--system-name", default=None, help="System Name (default: hostname)")
@@ -68,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_lldp_send)
     p = lsub.add_parser("listen", help="print LLDPDUs heard on an interface")
     p.add_argument("--iface", required=True, help="interface to listen on")
-    p.add_argument("--seconds", type=float, default=10.0, help="how long (default 10)")
+    p.add_argument("--seconds", type=_seconds, default=10.0,
+                   help=f"how long, 0 to {MAX_SECONDS:g} seconds (default 10)")
     p.add_argument("--count", type=int, default=0, help="stop after N frames (0: no limit)")
     add_json_flag(p)
     p.set_defaults(func=cmd_lldp_listen)
@@ -83,6 +86,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("servers", help="describe the servers discovery offers")
     add_json_flag(p)
     p.set_defaults(func=cmd_discovery_servers)
+
+
+MAX_SECONDS = 7 * 86400.0
+"""Longest ``--interval``/``--seconds`` accepted: a week (sleep/timeouts overflow far above)."""
+
+
+def _seconds(text: str) -> float:
+    """Parse an option in seconds: finite, from 0 to MAX_SECONDS (nan, inf, -1 refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} seconds is out of range: need a finite number from 0 to {MAX_SECONDS:g}")
+    return value
 
 
 def _run_dir_flag(p: argparse.ArgumentParser) -> None:
@@ -186,7 +205,7 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 def _iface(name: str) -> Any:
     try:
         info = iface_info(name, socket.if_nametoindex(name))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         info = None
     if info is None:
         raise InterfaceError(f"interface {name!r} does not exist in this network namespace")
@@ -195,8 +214,8 @@ def _iface(name: str) -> Any:
 
 def cmd_lldp_send(args: argparse.Namespace) -> int:
     """``pykernel lldp send``: send our LLDPDU ``--count`` times on one interface."""
-    if args.count < 1 or args.interval < 0 or not 0 <= args.ttl <= 65535:
-        raise DiscoveryConfigError("--count must be >= 1, --interval >= 0, --ttl 0-65535")
+    if args.count < 1 or not 0 <= args.ttl <= 65535:  # --interval is checked by _seconds
+        raise DiscoveryConfigError("--count must be >= 1, --ttl 0-65535")
     info = _iface(args.iface)
     hints = None
     if args.identity:
@@ -273,13 +292,21 @@ def cmd_discovery_run(args: argparse.Namespace) -> int:
     options: Any = {}
     if args.config:
         try:
-            options = yaml.safe_load(Path(args.config).read_text()) or {}
+            options = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
         except OSError as exc:
             raise DiscoveryConfigError(f"{args.config}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise DiscoveryConfigError(f"{args.config}: not UTF-8 text (byte {exc.start}: "
+                                       f"{exc.reason})") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(exc, "problem", None) or "syntax error"
+            if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark
+                where = f" at character {exc.position}"
+                char = exc.character
+                problem = f"unacceptable character U+{char:04X}" if isinstance(char, int) \
+                    else f"unacceptable byte {char!r}"
             raise DiscoveryConfigError(f"{args.config}: not YAML/JSON{where}: {problem}") from None
     service = build_service(options, vet=not args.lldp_only)
     stop = threading.Event()

@@ -23,13 +23,21 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not bad input
 EXIT_INTERRUPTED = 130
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are typed, so they leave as one line."""
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are typed (UsageError), so they leave as one line.
+
+    Use it (and as ``parser_class`` of its subparsers) for any command run through
+    :func:`run_parser`.
+    """
 
     def error(self, message: str) -> NoReturn:
-        # main() prefixes "pykernel: ", so name only the sub-verb here.
+        """Raise :class:`UsageError` naming the (sub-)verb instead of exiting."""
+        # run_parser() prefixes "pykernel: ", so name only the sub-verb here.
         verb = self.prog.removeprefix("pykernel").strip()
         raise UsageError(f"{verb}: {message}" if verb else message)
+
+
+_Parser = Parser  # the former private name, kept for callers that still use it
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -63,17 +71,34 @@ def _load_verbs(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the full ``pykernel`` argument parser with every installed verb."""
-    parser = _Parser(prog="pykernel", description="pykernel: pipes, wiring and control.")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    parser = Parser(prog="pykernel", description="pykernel: pipes, wiring and control.")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     sub.required = True
     _load_verbs(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``pykernel`` command and return its exit status."""
+def run_parser(parser: argparse.ArgumentParser | Callable[[], argparse.ArgumentParser],
+               argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the chosen verb's ``func`` and return the exit status.
+
+    This is where the CLI's error rules live, for ``pykernel`` and for any other entry point
+    (``python -m discovery``): a :class:`PykernelError` is one ``pykernel:`` line on stderr
+    with its ``exit_code``; Ctrl-C is exit 130; a closed stdout is exit 0; anything else is
+    one ``internal error`` line with exit 70, never a traceback.
+
+    Args:
+        parser: the parser (a :class:`Parser`), or a function building it, so that errors
+            while building (loading verb groups) are handled the same way.
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+
+    """
     try:
-        parser = build_parser()
+        if not isinstance(parser, argparse.ArgumentParser):
+            parser = parser()
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except PykernelError as exc:
@@ -87,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # last line of defence: never a traceback
         print(f"pykernel: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pykernel`` command and return its exit status."""
+    return run_parser(build_parser, argv)
 
 
 if __name__ == "__main__":

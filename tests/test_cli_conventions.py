@@ -254,9 +254,6 @@ class TestBadFiles:
         assert code == 1
         assert str(bad) in _one_line_error(err)
 
-    @pytest.mark.xfail(strict=True, reason="discovery/cli.py:276 reads --config with "
-                       "read_text() and catches only OSError/YAMLError: UnicodeDecodeError "
-                       "leaves as an internal error (exit 70)")
     def test_binary_discovery_config(self, capsys: pytest.CaptureFixture[str],
                                      tmp_path: Path) -> None:
         """`discovery run --config` of a non-UTF-8 file is a typed error naming the file."""
