@@ -33,8 +33,10 @@ from control.hostess.registry import Hostess
 from control.manifest import manifest
 from control.wiring_discovery import DISCOVERY_MANIFEST
 from control.wiring_discovery import peer_identity as hostess_identity
+from discovery import DiscoveryConfigError
 from discovery.candidates import Candidate
 from discovery.servers import build_service, options_from_env
+from pykernel.server import ServerError, ready_when_told
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +214,7 @@ def pipe_sink(writer: Any) -> Sink:
           owner=DISCOVERY_MANIFEST.owner, auth_flag=DISCOVERY_MANIFEST.auth_flag,
           auth_mechanism=DISCOVERY_MANIFEST.auth_mechanism,
           terminals=DISCOVERY_MANIFEST.terminals)
+@ready_when_told
 def run(ctx: Any) -> None:
     """Server entry ``control.discovery_server:run``: discovery feeding Hostess until stopped.
 
@@ -220,10 +223,18 @@ def run(ctx: Any) -> None:
     is discovery's); state files go to the kernel's run directory.
 
     Raises:
-        DiscoveryConfigError: bad options or no passphrase (the server fails to start).
+        ServerError: bad options or no passphrase: exit 78 (``EX_CONFIG``), which the
+            executor never restarts and which fails the boot (readiness waits for it).
         HostessError: the registry cannot be opened.
 
     """
+    try:
+        _serve(ctx)
+    except DiscoveryConfigError as exc:
+        raise ServerError(f"discovery: {exc}") from exc
+
+
+def _serve(ctx: Any) -> None:
     options = options_from_env()
     db = options.pop("hostess_db", None) or default_db()
     tags = options.pop("tags", [])
