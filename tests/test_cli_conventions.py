@@ -267,8 +267,6 @@ class TestBadFiles:
 class TestOutOfRangeValues:
     """A number argparse accepts but the verb cannot use is a typed error, not exit 70."""
 
-    @pytest.mark.xfail(strict=True, reason="control/hostess/registry.py:311 checks limit >= 1 "
-                       "only: 2**64 reaches SQLite as 'datatype mismatch' (IntegrityError)")
     def test_huge_hostess_limit(self, capsys: pytest.CaptureFixture[str],
                                 tmp_path: Path) -> None:
         """`hostess list --limit 2**64` names the limit, exit 1."""

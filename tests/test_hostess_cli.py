@@ -1,4 +1,4 @@
-"""Spec of ``pykernel hostess ...``: verbs, --json, one-line errors with a caret for filters."""
+"""Spec of ``pykernel hostess ...``: verbs, --json, one-line errors (filters: with the column)."""
 
 from __future__ import annotations
 
@@ -104,15 +104,13 @@ class TestErrors:
     def test_bad_filter_caret_and_one_line(
         self, capsys: pytest.CaptureFixture[str], db: Path
     ) -> None:
-        """A bad filter prints the expression, a caret, then one error line; exit 1."""
+        """A bad filter is one error line naming column, token and expression; exit 1."""
         code, out, err = run(capsys, db, "query", "tag=gpu ownr=x")
         assert (code, out) == (1, "")
         assert err.splitlines() == [
-            "tag=gpu ownr=x",
-            "        ^~~~",
-            "pykernel: query column 9 ('ownr'): unknown field (known: fqdn, server, servername,"
-            " owner, uuid, mechanism, auth.mechanism, class, auth, tag, terminal,"
-            " terminal.direction)",
+            "pykernel: query column 9 ('ownr') in 'tag=gpu ownr=x': unknown field (known: fqdn,"
+            " server, servername, owner, uuid, mechanism, auth.mechanism, class, auth, tag,"
+            " terminal, terminal.direction)",
         ]
 
     @pytest.mark.parametrize(

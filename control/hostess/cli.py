@@ -2,7 +2,7 @@
 
 Every verb takes ``--db PATH`` (default: ``$PYKERNEL_HOSTESS_DB``, else
 ``$XDG_STATE_HOME/pykernel/hostess.sqlite``) and prints JSON with ``--json``. A filter
-error also prints the expression with a caret under the bad token before the one-line error.
+error is one line naming the column and token and quoting the expression.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from control.hostess.errors import InputError, QueryError
 from control.hostess.lease import Lease
 from control.hostess.records import Allocation, Guest, TerminalSpec
-from control.hostess.registry import Hostess
+from control.hostess.registry import MAX_LIMIT, Hostess
 from pykernel.cli import add_json_flag, emit
 
 DEFAULT_TTL = 3600.0
@@ -41,13 +40,28 @@ def _open(args: argparse.Namespace) -> Iterator[Hostess]:
         yield hostess
 
 
+class FilterError(QueryError):
+    """A :class:`QueryError` told in one line with the whole expression, for the CLI.
+
+    Errors leave the command as one line (scripts read stderr line by line), so instead of
+    a caret drawing it names the column and quotes the expression (repr: a tab or newline
+    in it cannot break the line).
+    """
+
+    def __str__(self) -> str:
+        """Return e.g. ``query column 9 ('ownr') in 'tag=gpu ownr=x': unknown field ...``."""
+        return (f"query column {self.column} ({self.token!r}) in {self.expression!r}: "
+                f"{self.reason}")
+
+
 @contextmanager
-def _caret_on_error() -> Iterator[None]:
+def _filter_errors_in_one_line() -> Iterator[None]:
     try:
         yield
-    except QueryError as exc:
-        sys.stderr.write(exc.caret() + "\n")
+    except FilterError:
         raise
+    except QueryError as exc:
+        raise FilterError(exc.expression, exc.column, exc.token, exc.reason) from None
 
 
 def _render_guests(data: dict[str, Any]) -> str:
@@ -81,14 +95,14 @@ def _render_allocation(data: dict[str, Any]) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    with _open(args) as hostess, _caret_on_error():
+    with _open(args) as hostess, _filter_errors_in_one_line():
         hostess.expire()
         emit(args, _guests(hostess.query(args.filter, limit=args.limit)), _render_guests)
     return 0
 
 
 def _cmd_allocate(args: argparse.Namespace) -> int:
-    with _open(args) as hostess, _caret_on_error():
+    with _open(args) as hostess, _filter_errors_in_one_line():
         allocation: Allocation = hostess.allocate(
             args.filter,
             args.count,
@@ -170,7 +184,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(dest="hostess_verb", metavar="VERB", parser_class=type(parser))
     verbs.required = True
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", type=Path, help="registry file (default: %(default)s)")
+    common.add_argument("--db", type=Path, help="registry file (default: $PYKERNEL_HOSTESS_DB, "
+                        "else $XDG_STATE_HOME/pykernel/hostess.sqlite, XDG_STATE_HOME "
+                        "defaulting to ~/.local/state)")
     add_json_flag(common)
 
     def verb(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
@@ -191,7 +207,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             default="",
             help="filter expression, e.g. 'class&0xff00=0x1200 tag=gpu free'",
         )
-        sub.add_argument("--limit", type=int, default=None, help="at most this many guests")
+        sub.add_argument("--limit", type=int, default=None,
+                         help=f"at most this many guests (1 to {MAX_LIMIT})")
 
     sub = verb("allocate", "take free terminals (or whole guests) matching a filter", _cmd_allocate)
     sub.add_argument("filter", help="filter expression")

@@ -49,6 +49,11 @@ from control.hostess.records import (
 from control.hostess.schema import MIGRATIONS, Migration, migrate
 
 _CHUNK = 500  # bound on SQL parameters per IN (...) list
+
+MAX_LIMIT = 9_999_999
+"""Largest ``limit`` a query takes: the HTTP API's bound, so Python, CLI and HTTP agree
+(SQLite's LIMIT is a signed 64-bit integer: larger Python ints failed inside SQLite)."""
+
 _GUEST_COLUMNS = (
     "g.id, g.uuid, g.fqdn, g.servername, g.class, g.owner, g.auth_flag, g.auth_mechanism, "
     "g.pid, g.pid_start, g.expires, g.registered, g.metadata"
@@ -302,14 +307,14 @@ class Hostess:
 
         Raises:
             QueryError: if the expression does not parse.
-            InputError: if ``limit`` is not a positive int.
+            InputError: if ``limit`` is not an int in [1, :data:`MAX_LIMIT`].
 
         """
         query = _as_query(expr)
         where, params = query.guests_where()
         if limit is not None:
-            if type(limit) is not int or limit < 1:
-                raise InputError("limit", f"{limit!r} must be a positive int")
+            if type(limit) is not int or not 1 <= limit <= MAX_LIMIT:
+                raise InputError("limit", f"{limit!r} must be an int in [1, {MAX_LIMIT}]")
             where += f" ORDER BY g.id LIMIT {limit}"
         else:
             where += " ORDER BY g.id"
