@@ -3,7 +3,8 @@
 In one process (the cost of a call, no scheduling): send+recv of 64 B, a batch of 1024
 messages each way (lists of bytes, and packed numpy rows), zero-copy reserve/commit +
 view/release of 4 KiB through numpy, ``stats()``. Across two processes pinned to two CPUs:
-a 64 B ping-pong round trip against an echo child.
+a 64 B ping-pong round trip against an echo child, and 64 B one way one message per call
+(``send``/``recv``, as the comparison's per-call row drives it; extra_info has msgs/s).
 Run: ``.venv/bin/python -m pytest benches/test_bench_pipe_calls.py``.
 """
 
@@ -33,6 +34,17 @@ def _echo(a: str, b: str, n: int) -> None:
     with Pipe.open(a) as pa, Pipe.open(b) as pb, pa.reader() as r, pb.writer() as w:
         for _ in range(n):
             w.send(r.recv(timeout=60))
+
+
+def _sink(a: str, b: str, rounds: int, n: int) -> None:
+    """Read ``n`` messages per round one call each, then acknowledge the round on ``b``."""
+    _pin(1)
+    with Pipe.open(a) as pa, Pipe.open(b) as pb, pa.reader() as r, pb.writer() as w:
+        recv = r.recv
+        for _ in range(rounds):
+            for _ in range(n):
+                recv(60)
+            w.send(b"k")
 
 
 @pytest.fixture
@@ -125,6 +137,35 @@ def test_ping_pong_64(record_machine, pipes) -> None:  # type: ignore[no-untyped
 
             record_machine.pedantic(thousand_round_trips, rounds=rounds, iterations=1)
             record_machine.extra_info["round_trips_per_round"] = n
+        child.join(60)
+    finally:
+        os.sched_setaffinity(0, before)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def test_one_way_64_per_call(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
+    rounds, n = 20, 20_000
+    pa = _pipe(pipes, "oneway", slot_size=64, slots=256)
+    pb = _pipe(pipes, "ack", slot_size=8, slots=2)
+    child = mp.get_context("spawn").Process(target=_sink, args=(pa.name, pb.name, rounds, n))
+    child.start()
+    before = os.sched_getaffinity(0)
+    _pin(0)
+    try:
+        with pa, pb, pa.writer() as w, pb.reader() as r:
+            send = w.send
+
+            def messages() -> None:
+                for _ in range(n):
+                    send(MSG)
+                r.recv(timeout=60)  # the reader took all n
+
+            record_machine.pedantic(messages, rounds=rounds, iterations=1)
+            record_machine.extra_info["messages_per_round"] = n
+            median = record_machine.stats.stats.median
+            record_machine.extra_info["msgs_per_s_median"] = round(n / median)
         child.join(60)
     finally:
         os.sched_setaffinity(0, before)
