@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -119,56 +119,63 @@ def test_stats(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
         assert record_machine(p.stats).written == 0
 
 
-def test_ping_pong_64(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
-    rounds, n = 20, 1000
-    pa = _pipe(pipes, "ping", slot_size=64, slots=256)
-    pb = _pipe(pipes, "pong", slot_size=64, slots=256)
-    child = mp.get_context("spawn").Process(target=_echo, args=(pa.name, pb.name, rounds * n))
+@contextlib.contextmanager
+def _pinned_child(target: Callable[..., None], *args: object) -> Iterator[None]:
+    """Run ``target`` in a spawned child (it pins itself to CPU 1) while we hold CPU 0."""
+    child = mp.get_context("spawn").Process(target=target, args=args)
     child.start()
     before = os.sched_getaffinity(0)
     _pin(0)
     try:
-        with pa, pb, pa.writer() as w, pb.reader() as r:
-
-            def thousand_round_trips() -> None:
-                for _ in range(n):
-                    w.send(MSG)
-                    r.recv(timeout=60)
-
-            record_machine.pedantic(thousand_round_trips, rounds=rounds, iterations=1)
-            record_machine.extra_info["round_trips_per_round"] = n
+        yield
         child.join(60)
     finally:
         os.sched_setaffinity(0, before)
         if child.is_alive():
             child.kill()
             child.join()
+
+
+def test_ping_pong_64(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
+    rounds, n = 20, 1000
+    pa = _pipe(pipes, "ping", slot_size=64, slots=256)
+    pb = _pipe(pipes, "pong", slot_size=64, slots=256)
+    with (
+        _pinned_child(_echo, pa.name, pb.name, rounds * n),
+        pa,
+        pb,
+        pa.writer() as w,
+        pb.reader() as r,
+    ):
+
+        def thousand_round_trips() -> None:
+            for _ in range(n):
+                w.send(MSG)
+                r.recv(timeout=60)
+
+        record_machine.pedantic(thousand_round_trips, rounds=rounds, iterations=1)
+        record_machine.extra_info["round_trips_per_round"] = n
 
 
 def test_one_way_64_per_call(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
     rounds, n = 20, 20_000
     pa = _pipe(pipes, "oneway", slot_size=64, slots=256)
     pb = _pipe(pipes, "ack", slot_size=8, slots=2)
-    child = mp.get_context("spawn").Process(target=_sink, args=(pa.name, pb.name, rounds, n))
-    child.start()
-    before = os.sched_getaffinity(0)
-    _pin(0)
-    try:
-        with pa, pb, pa.writer() as w, pb.reader() as r:
-            send = w.send
+    with (
+        _pinned_child(_sink, pa.name, pb.name, rounds, n),
+        pa,
+        pb,
+        pa.writer() as w,
+        pb.reader() as r,
+    ):
+        send = w.send
 
-            def messages() -> None:
-                for _ in range(n):
-                    send(MSG)
-                r.recv(timeout=60)  # the reader took all n
+        def messages() -> None:
+            for _ in range(n):
+                send(MSG)
+            r.recv(timeout=60)  # the reader took all n
 
-            record_machine.pedantic(messages, rounds=rounds, iterations=1)
-            record_machine.extra_info["messages_per_round"] = n
-            median = record_machine.stats.stats.median
-            record_machine.extra_info["msgs_per_s_median"] = round(n / median)
-        child.join(60)
-    finally:
-        os.sched_setaffinity(0, before)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        record_machine.pedantic(messages, rounds=rounds, iterations=1)
+        record_machine.extra_info["messages_per_round"] = n
+        median = record_machine.stats.stats.median
+        record_machine.extra_info["msgs_per_s_median"] = round(n / median)
