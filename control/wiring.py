@@ -209,6 +209,31 @@ class _TooLarge(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class _Mark:
+    line: int  # 0-based, like yaml.Mark
+    column: int
+
+
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # YAML 1.1's line breaks
+
+
+def _reader_mark(text: bytes, exc: yaml.reader.ReaderError) -> _Mark:
+    """Turn a ReaderError's position into a line and column.
+
+    libyaml (and PyYAML when decoding) counts bytes; PyYAML's printable check counts
+    characters (its ``encoding`` is then ``"unicode"``). A BOM takes no column.
+    """
+    codec = ("utf-16-le" if text.startswith(b"\xff\xfe") else
+             "utf-16-be" if text.startswith(b"\xfe\xff") else "utf-8")
+    if exc.encoding == "unicode":
+        prefix = text.decode(codec, errors="replace")[:exc.position]
+    else:
+        prefix = text[:exc.position].decode(codec, errors="replace")
+    lines = _LINE_BREAK.split(prefix.removeprefix("\ufeff"))
+    return _Mark(len(lines) - 1, len(lines[-1]))
+
+
 def load_located(file: str, shown: str | None = None) -> Located:
     """Read one YAML document keeping every node's line:column.
 
@@ -246,8 +271,15 @@ def load_located(file: str, shown: str | None = None) -> Located:
         text_msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         builder.error(mark, (), "yaml-syntax", text_msg or "invalid YAML")
         return Located(name, None, {}, tuple(builder.diags))
+    except yaml.reader.ReaderError as exc:  # not text: bad UTF-8/16 or a control character
+        char = exc.character  # a byte or a code point (int), as yaml's own '#x' shows it
+        what = f"#x{char:04x}" if isinstance(char, int) else repr(char)
+        builder.error(_reader_mark(text, exc), (), "yaml-syntax",
+                      f"not YAML text: {what}: {' '.join(str(exc.reason).split())}")
+        return Located(name, None, {}, tuple(builder.diags))
     except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
-        builder.error(None, (), "yaml-syntax", f"invalid YAML: {exc}")
+        # One line: PyYAML's messages carry a second '  in "<byte string>"...' line.
+        builder.error(None, (), "yaml-syntax", f"invalid YAML: {' '.join(str(exc).split())}")
         return Located(name, None, {}, tuple(builder.diags))
     except (_TooLarge, RecursionError):
         builder.error(None, (), "yaml-syntax",

@@ -242,8 +242,6 @@ class TestUnreachableKernel:
 class TestBadFiles:
     """A file that is not text/YAML is refused in one line, not as an internal error."""
 
-    @pytest.mark.xfail(strict=True, reason="control/wiring.py:250 puts str(yaml.ReaderError) "
-                       "in the diagnostic: two lines ('in \"<byte string>\", position N')")
     @pytest.mark.parametrize("verb", ["plan", "up"])
     def test_binary_wiring_file(self, capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                 verb: str) -> None:
