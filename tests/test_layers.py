@@ -24,10 +24,6 @@ CONTROL_STARTS_DISCOVERY = frozenset({"control.discovery_server"})
 # Cycles through a function-level (lazy) import. Each entry is a known defect kept visible
 # here until fixed; a stale entry fails, so the list only shrinks.
 KNOWN_LAZY_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"control.surface._api", "control.surface._openapi"}): (
-        "_api.Api.openapi imports _openapi.document, which imports _api.Route: "
-        "move Route (or the OpenAPI builder's input) to a module both import"
-    ),
     frozenset({"pykernel", "pykernel._executor", "pykernel._supervise_fork",
                "pykernel._supervise_loop", "pykernel._supervise_proc", "pykernel.server"}): (
         "pykernel/server.py imports Pipe, PipeTimeout and WriterGoneError lazily from the "

@@ -1,7 +1,8 @@
 """The control surface's routes, independent of the HTTP server that carries them.
 
 :class:`Api` turns a :class:`Request` into a :class:`Response`. Routes are data
-(:data:`ROUTES`): the OpenAPI document is generated from the same table, so it cannot drift.
+(:data:`~control.surface._routes.ROUTES`): the OpenAPI document is generated from the same
+table, so it cannot drift.
 Every refusal is a :class:`~control.surface._errors.SurfaceError` answered as JSON
 ``{"error": {"status", "message", "field"}}``; a refused modify changes nothing.
 """
@@ -23,7 +24,12 @@ from control.surface._actions import KernelActions
 from control.surface._auth import token_matches
 from control.surface._checks import check_connect, check_disconnect_allowed
 from control.surface._errors import BadRequest, Conflict, NotFound, SurfaceError, Unauthorized
+from control.surface._openapi import document
+from control.surface._routes import ROUTES, Route
 from pykernel import PykernelError
+
+# Route and ROUTES live in _routes (so _openapi need not import this module); kept here too.
+__all__ = ["MAX_BODY", "ROUTES", "Api", "Request", "Response", "Route"]
 
 MAX_BODY = 64 * 1024
 """Largest request body accepted (bytes)."""
@@ -73,65 +79,6 @@ class Response:
     def error(cls, exc: SurfaceError) -> Response:
         """Return the JSON error response for a refusal."""
         return cls.json(exc.to_json(), exc.status)
-
-
-@dataclass(frozen=True)
-class Route:
-    """One route of the API.
-
-    Attributes:
-        method: HTTP method.
-        pattern: path with ``{name}`` parameters.
-        handler: name of the :class:`Api` method that answers it.
-        summary: one line for the OpenAPI document.
-        modify: whether it changes the system (needs the bearer token).
-        body: JSON body fields ``{name: type}`` (modify routes), all required.
-        query: query parameters ``{name: description}``.
-        media: the response media type.
-
-    """
-
-    method: str
-    pattern: str
-    handler: str
-    summary: str
-    modify: bool = False
-    body: Mapping[str, str] = field(default_factory=dict)
-    query: Mapping[str, str] = field(default_factory=dict)
-    media: str = "application/json"
-
-
-ROUTES: tuple[Route, ...] = (
-    Route("GET", "/api/system", "get_system", "Kernel state, counts by state, connectome ID"),
-    Route("GET", "/api/lifecycles", "get_lifecycles", "States and legal transitions (data)"),
-    Route("GET", "/api/servers", "get_servers", "Every server with state, pid, manifest"),
-    Route("GET", "/api/servers/{name}", "get_server", "One server with its terminals"),
-    Route("GET", "/api/terminals", "get_terminals", "Every terminal: direction, pipe, role"),
-    Route("GET", "/api/connections", "get_connections", "Every connection with live flow"),
-    Route("GET", "/api/connections/{id}", "get_connection", "One connection"),
-    Route("GET", "/api/pipes", "get_pipes", "Every pipe: geometry and raw statistics"),
-    Route("GET", "/api/events", "get_events", "The event log (transitions with time, cause)",
-          query={"since": "only events with seq > since (default 0)",
-                 "limit": "at most this many (default 1000, max 10000)"}),
-    Route("GET", "/api/connectome", "get_connectome", "The connectome with its ID and version"),
-    Route("GET", "/api/graph", "get_graph", "The diagram (dot, mermaid or svg)",
-          query={"format": "dot (default), mermaid or svg"}, media="text/plain"),
-    Route("GET", "/api/export", "get_export", "The running system as a wiring file (YAML)",
-          media="application/yaml"),
-    Route("GET", "/api/stream", "get_stream", "Live updates (Server-Sent Events, `status`)",
-          media="text/event-stream"),
-    Route("GET", "/metrics", "get_metrics", "Prometheus metrics of pipes and servers",
-          media="text/plain; version=0.0.4"),
-    Route("GET", "/openapi.json", "get_openapi", "This document"),
-    Route("POST", "/api/connections", "post_connection", "Connect two terminals at run time",
-          modify=True, body={"source": "string", "target": "string"}),
-    Route("DELETE", "/api/connections/{id}", "delete_connection", "Disconnect a connection",
-          modify=True),
-    Route("POST", "/api/servers/{name}/start", "post_start", "Start a server", modify=True),
-    Route("POST", "/api/servers/{name}/stop", "post_stop", "Stop a server", modify=True),
-    Route("POST", "/api/servers/{name}/restart", "post_restart", "Restart a server",
-          modify=True),
-)
 
 
 def _match(pattern: str, path: str) -> dict[str, str] | None:
@@ -332,8 +279,6 @@ class Api:
 
     def get_openapi(self, params: dict[str, str], query: Mapping[str, str]) -> Response:
         """GET /openapi.json."""
-        from control.surface._openapi import document
-
         doc = document(ROUTES)
         doc["paths"].update(self.openapi_extra)
         return Response.json(doc)

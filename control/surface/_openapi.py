@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from control.state_model import CONNECTION, KERNEL, SERVER
-from control.surface._api import Route
+from control.surface._routes import Route
 from control.surface._schemas import RETURNS, SCHEMAS
 
 _ERROR = {
