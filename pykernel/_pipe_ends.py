@@ -378,6 +378,7 @@ class Reader(_End):
         super().__init__(pipe, handle)
         self._cap = pipe.slot_size
         self._buf = ffi.new("char[]", pipe.slot_size)
+        self._bufv = _buffer(self._buf)  # slicing it makes the bytes (cheaper than unpack)
         self._lenp = ffi.new("uint32_t *")
         self._ptr = ffi.new("const void **")
         self._view: View | None = None
@@ -415,7 +416,7 @@ class Reader(_End):
         n = _recv_len(self._h, self._buf, self._cap,
                       _SLICE if timeout is None else timeout_ns(timeout))
         if n >= 0:  # the length itself: no out-parameter to read back
-            return _unpack(self._buf, n)
+            return self._bufv[:n]
         return self._recv_slow(0 if n == _ETIMEDOUT else n, timeout)
 
     def _recv_slow(self, rc: int, timeout: float | None) -> bytes:
