@@ -74,6 +74,10 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
 WORKER = """
 import json, sys
 from control.hostess import Hostess, InsufficientError, Lease
+if sys.argv[4:] == ["announce"]:
+    # Opening the registry is the first call to take the write lock (its schema check
+    # runs in BEGIN IMMEDIATE): from here on the worker queues behind any holder.
+    print("taking the lock", flush=True)
 book = Hostess(sys.argv[1], timeout=30)
 lease = Lease.heartbeat(3600)
 whole = sys.argv[3] == "guests"
@@ -244,16 +248,22 @@ class TestConcurrency:
         procs.append(victim)
         assert victim.stdout is not None
         assert victim.stdout.readline().strip() == "inserted"  # it holds the write lock now
-        workers = [spawn(WORKER, str(book.path), f"w{i}", mode) for i in range(4)]
+        workers = [spawn(WORKER, str(book.path), f"w{i}", mode, "announce") for i in range(4)]
         procs.extend(workers)
-        time.sleep(0.2)  # let the workers queue up behind the victim's lock
+        for worker in workers:  # each is about to queue up behind the victim's lock
+            assert worker.stdout is not None and worker.stderr is not None
+            line = worker.stdout.readline()
+            assert line.strip() == "taking the lock", (line, worker.stderr.read())
         os.kill(victim.pid, signal.SIGKILL)
         assert victim.wait(10) == -signal.SIGKILL
         seen: dict[str, str] = {}
         allocations: set[str] = set()
         for index, worker in enumerate(workers):
-            out, err = worker.communicate(timeout=60)
-            assert worker.returncode == 0, err
+            # Read on through the buffered reader that read the first line (communicate()
+            # would skip whatever readline() had already buffered).
+            assert worker.stdout is not None
+            out = worker.stdout.read()
+            assert worker.wait(60) == 0, worker.communicate()[1]
             for line in out.splitlines():
                 allocation, terminals = json.loads(line)
                 allocations.add(allocation)

@@ -82,11 +82,12 @@ class TestSampler:
         sampler = FlowSampler(kernel.state, interval=0.1, quiet_after=0.3)
         _until(lambda: all(c["state"] == "flowing" for c in kernel.state.connections_json()),
                sampler)
-        time.sleep(0.3)
-        sampler.sample()
+        # Rates need two samples an interval apart on every connection: wait for them with
+        # a deadline, not a fixed sleep a loaded machine may outlast.
+        _until(lambda: all(c["flow"]["msgs_per_s"] > 0 and c["flow"]["bytes_per_s"] > 0
+                           for c in kernel.state.connections_json()), sampler)
         conns = _by_target(kernel.state)
         for c in conns.values():
-            assert c["flow"]["msgs_per_s"] > 0 and c["flow"]["bytes_per_s"] > 0
             assert c["flow"]["bytes"] == 32 * c["flow"]["messages"]
         pipes = {p["name"]: p for p in kernel.state.pipes_json()}
         assert len(pipes["t.src.out"]["stats"]["readers"]) == 2
