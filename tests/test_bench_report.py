@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -269,6 +271,19 @@ class TestOptions:
             BenchConfig(repeat=0)
         with pytest.raises(BenchError, match="min_seconds must be >= 0, not -1"):
             BenchConfig(min_seconds=-1)
+
+    def test_depth_flag_reaches_the_config_and_the_table(self, capsys) -> None:
+        """--depth sets every choosable queue depth; the table header names it; 0 is refused."""
+        from pykernel.cli import main
+
+        assert main(["bench", "--depth", "0"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "depth must be >= 1, not 0" in err
+        assert main(["bench", "--quick", "--depth", "1024", "--sizes", "64", "--peers",
+                     "mp-pipe", "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["config"]["depth"] == 1024
+        assert "queue depth 1024 messages" in render(data)
 
 
 class TestRounds:

@@ -44,7 +44,9 @@ def render(data: dict[str, Any]) -> str:
             else ""
         ),
         "Each transport: its own processes, pinned to different cores; every message "
-        "verified. Shared machines are noisy: compare rows of the same run.",
+        f"verified; queue depth {data['config'].get('depth', '?')} messages "
+        f"({data['config'].get('big_depth', '?')} at 64 KiB+). Shared machines are noisy: "
+        "compare rows of the same run.",
         "",
     ]
     heads = ["transport", "wait", *(m.heading for m in METRICS)]

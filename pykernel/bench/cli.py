@@ -42,6 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run every case N times (interleaved) and report medians",
     )
     p.add_argument(
+        "--depth",
+        type=int,
+        metavar="N",
+        help="queue depth in messages below 64 KiB, for every transport that lets us choose "
+        "(default 256)",
+    )
+    p.add_argument(
         "--markdown",
         action="store_true",
         help="print the table and verdicts as Markdown (for a README)",
@@ -58,7 +65,7 @@ def _split(text: str | None) -> list[str] | None:
 
 def _run(args: argparse.Namespace) -> int:
     config = BenchConfig.quick() if args.quick else BenchConfig()
-    overrides = {"timeout": args.timeout, "repeat": args.repeat}
+    overrides = {"timeout": args.timeout, "repeat": args.repeat, "depth": args.depth}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
         config = dataclasses.replace(config, **overrides)
