@@ -163,6 +163,7 @@ class SystemState:
                 return None
             SERVER.check(name, server.state, target)
             source, server.state, server.since = server.state, target, now()
+            server.reason = cause
             if target == "starting":
                 server.starts += 1
                 server.pid = pid
@@ -450,6 +451,7 @@ class SystemState:
             "name": s.name, "state": s.state, "since": round(s.since, 6), "pid": s.pid,
             "starts": s.starts, "kind": s.kind, "manifest": dict(s.manifest),
             "terminals": sorted(s.terminals), "restart": s.run.get("restart"),
+            "reason": s.reason,
         }
 
     def _servers_json(self) -> list[dict[str, Any]]:

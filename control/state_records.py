@@ -65,6 +65,7 @@ class ServerRecord:
     since: float = 0.0
     pid: int | None = None
     starts: int = 0
+    reason: str = ""  # the cause of its last move, e.g. why it failed
 
 
 @dataclass

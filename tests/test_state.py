@@ -130,6 +130,18 @@ class TestMoves:
         assert state.server_json("a")["pid"] == 4242
         assert state.server_json("a")["starts"] == 1
 
+    def test_a_server_carries_the_reason_of_its_last_move(self, plan) -> None:  # type: ignore[no-untyped-def]
+        """Why a server failed is on the server itself, not only in the event log."""
+        state = SystemState.from_plan(plan)
+        assert state.server_json("a")["reason"] == ""
+        state.server_to("a", "starting", "executor: launched", pid=7)
+        state.server_to("a", "failed", "exit code 78 (EX_CONFIG: configuration error)")
+        assert state.server_json("a")["reason"] == "exit code 78 (EX_CONFIG: configuration error)"
+        illegal = state.server_json("a")
+        with pytest.raises(IllegalTransition):
+            state.server_to("a", "ready", "never")
+        assert state.server_json("a") == illegal
+
     def test_illegal_server_move_is_refused(self, plan) -> None:  # type: ignore[no-untyped-def]
         """declared -> running skips starting: refused, state and log unchanged."""
         state = SystemState.from_plan(plan)
