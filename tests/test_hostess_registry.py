@@ -89,6 +89,24 @@ class TestFile:
         with pytest.raises(SchemaError, match=r"h\.sqlite"):
             Hostess(path)
 
+    def test_close_while_another_process_writes(self, tmp_path: Path) -> None:
+        """Closing never fails because another connection holds the write lock."""
+        path = tmp_path / "h.sqlite"
+        hostess = Hostess(path)
+        for n in range(50):  # enough rows that PRAGMA optimize wants to ANALYZE
+            hostess.register(identity(f"cam{n}"), TERMINALS, tags={"gpu"},
+                             lease=Lease.heartbeat(60))
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            hostess.close()
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        with pytest.raises(sqlite3.ProgrammingError):
+            hostess._db.execute("SELECT 1")  # really closed
+        hostess.close()  # and idempotent
+
     def test_migration_hook(self, tmp_path: Path) -> None:
         """Steps run in order from the stored version; a failing step rolls back."""
         path = tmp_path / "h.sqlite"

@@ -130,6 +130,8 @@ class Hostess:
                 self._db.execute("PRAGMA optimize")
             except sqlite3.ProgrammingError:
                 return  # closed already
+            except sqlite3.OperationalError:
+                pass  # another process is writing: the statistics can wait, closing cannot
             self._db.close()
 
     def __enter__(self) -> Hostess:
