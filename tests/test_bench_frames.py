@@ -58,6 +58,27 @@ class TestFramer:
         for i in range(count):
             assert bytes(block[i]) == bytes(Framer(size, 2).frame(seq + i))
 
+    @settings(max_examples=60, deadline=None)
+    @given(
+        size=st.sampled_from([16, 64, 4096]),
+        calls=st.lists(
+            st.tuples(st.integers(0, 20_000), st.integers(1, 5000)), min_size=1, max_size=6
+        ),
+    )
+    def test_blocks_are_right_across_tagging_windows(
+        self, size: int, calls: list[tuple[int, int]]
+    ) -> None:
+        """Blocks inside, across, behind and larger than the tagged window hold the right tags."""
+        f = Framer(size, writer=1)
+        for seq, count in calls:
+            block = f.block(seq, count).view("<u8")
+            tags = np.arange(seq, seq + count, dtype=np.uint64) + np.uint64(make_tag(1, 0))
+            assert (block[:, 0] == tags).all()
+            assert (block[:, -1] == tags).all()
+            assert bytes(block[count // 2][1:-1]) == body_pattern(size)
+            rows = f.block_rows(seq, count)
+            assert bytes(rows[-1]) == bytes(Framer(size, 1).frame(seq + count - 1))
+
     def test_block_rows_are_views_of_the_same_frames(self) -> None:
         """The reusable row views carry the frames of the latest block call."""
         f = Framer(64)

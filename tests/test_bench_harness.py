@@ -20,6 +20,8 @@ import pytest
 from pykernel._errors import UsageError
 from pykernel.bench import CASES, BenchConfig, BenchError, Transport, render, run_bench, run_case
 from pykernel.bench._cases import Case
+from pykernel.bench._errors import VerifyError
+from pykernel.bench._frames import Framer, Verifier
 from pykernel.bench._harness import MAX_SCALE, measure, roles_for
 from pykernel.bench._peers_std import MpPipe, OsPipe, _FdLink, _FdReceiver
 from pykernel.bench._pykernel import (
@@ -369,3 +371,56 @@ class TestCli:
         """argparse errors are typed (UsageError), so the CLI prints one line."""
         with pytest.raises(UsageError, match="unrecognized arguments: --fast"):
             self._run(["bench", "--fast"], capsys)
+
+
+class _ListReceiver(Receiver):
+    """Hands out prepared frames; counts which path the timed loop used."""
+
+    def __init__(self, msgs: list[bytes]) -> None:
+        self._it = iter(msgs)
+        self.recv_calls = 0
+        self.direct_calls = 0
+
+    def recv(self) -> bytes:
+        self.recv_calls += 1
+        return next(self._it)
+
+    def recv_call(self):  # type: ignore[no-untyped-def]
+        def direct() -> bytes:
+            self.direct_calls += 1
+            return next(self._it)
+
+        return direct
+
+
+class _InPlaceReceiver(_ListReceiver):
+    def take(self, check):  # type: ignore[no-untyped-def]
+        return check(self.recv())
+
+
+class TestReceiveLoop:
+    def test_default_loop_calls_the_library_call_directly(self) -> None:
+        """recv_stream reads through recv_call (no adapter frame) and verifies each message."""
+        f = Framer(64)
+        r = _ListReceiver([bytes(f.warm())] + [bytes(f.frame(i)) for i in range(5)])
+        v = Verifier(64, 1, 5)
+        r.recv_stream(v)
+        v.finish()
+        assert (r.direct_calls, r.recv_calls) == (6, 0)
+
+    def test_a_receiver_that_reads_in_place_keeps_its_take(self) -> None:
+        """A transport overriding take (zero-copy views) is still read through take."""
+        f = Framer(64)
+        r = _InPlaceReceiver([bytes(f.frame(i)) for i in range(4)])
+        v = Verifier(64, 1, 4)
+        r.recv_stream(v)
+        assert (r.direct_calls, r.recv_calls) == (0, 4)
+
+    def test_damage_found_on_the_direct_path(self) -> None:
+        """A damaged frame read through recv_call fails with the precise error."""
+        f = Framer(64)
+        bad = bytearray(f.frame(1))
+        bad[30] ^= 1
+        r = _ListReceiver([bytes(f.frame(0)), bytes(bad)])
+        with pytest.raises(VerifyError, match="writer 0 message 1: body differs at byte 30"):
+            r.recv_stream(Verifier(64, 1, 2))

@@ -6,8 +6,10 @@ parent (they must exist before fork). A missing package makes the row "not insta
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,9 @@ class _FifoReceiver(Receiver):
 
     def recv(self) -> Buffer:
         return self._get(True, _FOREVER)
+
+    def recv_call(self) -> Callable[[], Buffer]:
+        return functools.partial(self._get, True, _FOREVER)
 
 
 class _FifoLink(QueueLink):
@@ -101,6 +106,9 @@ class _ZmqEnd(Sender, Receiver):
 
     def recv(self) -> Buffer:
         return self._recv()
+
+    def recv_call(self) -> Callable[[], Buffer]:
+        return self._recv
 
     def close(self) -> None:
         self._sock.close(linger=0)

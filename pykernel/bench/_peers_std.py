@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import select
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 
 from pykernel.bench._errors import TransportError
@@ -47,6 +48,9 @@ class _QueueReceiver(Receiver):
 
     def recv(self) -> Buffer:
         return self._get()
+
+    def recv_call(self) -> Callable[[], Buffer]:
+        return self._get
 
 
 class _QueueLink(QueueLink):

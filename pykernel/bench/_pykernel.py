@@ -50,6 +50,9 @@ class _PkReceiver(Receiver):
     def recv(self) -> Buffer:
         return self._recv()
 
+    def recv_call(self) -> Callable[[], Buffer]:
+        return self._recv
+
     def close(self) -> None:
         self._r.close()
         self._pipe.close()
