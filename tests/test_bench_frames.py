@@ -79,6 +79,12 @@ class TestFramer:
             rows = f.block_rows(seq, count)
             assert bytes(rows[-1]) == bytes(Framer(size, 1).frame(seq + count - 1))
 
+    @given(size=sizes, writer=st.integers(0, 40), seq=st.integers(0, 2**40))
+    def test_frame_bytes_equal_the_reused_frame(self, size: int, writer: int, seq: int) -> None:
+        """The one-pack bytes builder yields exactly the frame the buffer builder does."""
+        f = Framer(size, writer)
+        assert f.frame_bytes(seq) == bytes(f.frame(seq))
+
     def test_block_rows_are_views_of_the_same_frames(self) -> None:
         """The reusable row views carry the frames of the latest block call."""
         f = Framer(64)

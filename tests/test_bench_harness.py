@@ -424,3 +424,31 @@ class TestReceiveLoop:
         r = _ListReceiver([bytes(f.frame(0)), bytes(bad)])
         with pytest.raises(VerifyError, match="writer 0 message 1: body differs at byte 30"):
             r.recv_stream(Verifier(64, 1, 2))
+
+
+class _ListSender(Sender):
+    """Collects what the timed loop sends, and through which path."""
+
+    def __init__(self, wants_bytes: bool) -> None:
+        self.wants_bytes = wants_bytes
+        self.sent: list[object] = []
+
+    def send(self, frame: bytearray) -> None:
+        raise AssertionError("the timed loop must use send_call")
+
+    def send_call(self):  # type: ignore[no-untyped-def]
+        return self.sent.append
+
+
+class TestSendLoop:
+    @pytest.mark.parametrize("wants_bytes", [True, False])
+    def test_loop_sends_every_frame_in_the_asked_form(self, wants_bytes: bool) -> None:
+        """send_stream sends frames 0..n-1 through send_call, as new bytes when asked."""
+        s = _ListSender(wants_bytes)
+        s.send_stream(Framer(64, 2), 3)
+        want = [bytes(Framer(64, 2).frame(i)) for i in range(3)]
+        if wants_bytes:
+            assert s.sent == want
+            assert all(type(m) is bytes for m in s.sent)
+        else:  # the one reused buffer, holding the last frame
+            assert [bytes(m) for m in s.sent] == [want[2]] * 3  # type: ignore[arg-type]

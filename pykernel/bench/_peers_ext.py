@@ -104,6 +104,9 @@ class _ZmqEnd(Sender, Receiver):
     def send(self, frame: bytearray) -> None:
         self._send(frame)  # copy=True (the default) copies before returning
 
+    def send_call(self) -> Callable[[Buffer], Any]:
+        return self._send
+
     def recv(self) -> Buffer:
         return self._recv()
 

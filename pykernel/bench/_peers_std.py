@@ -13,6 +13,7 @@ import os
 import select
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
+from typing import Any
 
 from pykernel.bench._errors import TransportError
 from pykernel.bench._frames import Buffer
@@ -37,9 +38,14 @@ class _QueueSender(Sender):
     def __init__(self, q: mp.queues.Queue) -> None:
         self._put = q.put
 
+    wants_bytes = True
+
     def send(self, frame: bytearray) -> None:
         # Queue.put pickles later in its feeder thread: hand it an immutable copy.
         self._put(bytes(frame))
+
+    def send_call(self) -> Callable[[Buffer], Any]:
+        return self._put
 
 
 class _QueueReceiver(Receiver):

@@ -31,10 +31,13 @@ class _PkSender(Sender):
         self._send = self._w.send
         # Writer.send takes bytes as they are but wraps anything else with ffi.from_buffer,
         # which costs more (~0.4 us here) than copying a small frame into a bytes object.
-        self._as_bytes = pipe.slot_size <= _COPY_MAX
+        self._as_bytes = self.wants_bytes = pipe.slot_size <= _COPY_MAX
 
     def send(self, frame: bytearray) -> None:
         self._send(bytes(frame) if self._as_bytes else frame)
+
+    def send_call(self) -> Callable[[Buffer], Any]:
+        return self._send if self._as_bytes else self.send
 
     def close(self) -> None:
         self._w.close()

@@ -46,16 +46,33 @@ class Channel:
 
 
 class Sender(ABC):
-    """The writing end of a channel, in a child process."""
+    """The writing end of a channel, in a child process.
+
+    Attributes:
+        wants_bytes: the timed loop hands :meth:`send_call` each frame as a new ``bytes``
+            (built in one pack) instead of the reused ``bytearray``: for transports that
+            would copy it into bytes anyway.
+
+    """
+
+    wants_bytes: bool = False
 
     @abstractmethod
     def send(self, frame: bytearray) -> None:
         """Send one frame; ``frame`` is reused by the caller right after this returns."""
 
+    def send_call(self) -> Callable[[Buffer], Any]:
+        """Return the callable the timed loop sends each frame with (default: ``send``).
+
+        An adapter whose ``send`` only forwards (given ``bytes`` when :attr:`wants_bytes`)
+        returns its library's call, so no transport pays an adapter frame per message.
+        """
+        return self.send
+
     def send_stream(self, framer: Framer, count: int) -> None:
         """Send messages ``0 .. count-1`` built by ``framer`` (the timed loop)."""
-        send = self.send
-        frame = framer.frame
+        send = self.send_call()
+        frame = framer.frame_bytes if self.wants_bytes else framer.frame
         for seq in range(count):
             send(frame(seq))
 
