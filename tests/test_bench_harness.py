@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -45,20 +46,31 @@ TINY = BenchConfig(
 
 
 def _leftovers() -> set[str]:
+    # Only this process's names (the harness tags segments with the parent's pid), so a
+    # benchmark running beside the tests on the same host is not taken for our leak.
+    pid = os.getpid()
+    mine = (f"pkb.{pid}.", f"pykernel.pkb.{pid}.", f"pkb{pid}x")
     tmp = tempfile.gettempdir()
-    found = {
-        f"/dev/shm/{n}" for n in os.listdir("/dev/shm") if n.startswith(("pkb", "pykernel.pkb"))
-    }
+    found = {f"/dev/shm/{n}" for n in os.listdir("/dev/shm") if n.startswith(mine)}
     return found | {f"{tmp}/{n}" for n in os.listdir(tmp) if n.startswith("pykernel-bench-")}
 
 
 @pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
+def no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test leaves no child process, shm segment or temp dir behind."""
-    before = _leftovers()
-    yield
-    assert multiprocessing.active_children() == []
-    assert _leftovers() - before == set()
+    # Temp dirs go to a directory of this test's own (forked children inherit it), for the
+    # same reason: another run's temp dirs on the host are not ours. Kept short: zmq's ipc
+    # paths must fit in sockaddr_un (107 bytes).
+    own = tempfile.mkdtemp(prefix="pkbt-")
+    monkeypatch.setattr(tempfile, "tempdir", own)
+    monkeypatch.setenv("TMPDIR", own)
+    try:
+        before = _leftovers()
+        yield
+        assert multiprocessing.active_children() == []
+        assert _leftovers() - before == set()
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 class _FlippingReceiver(_FdReceiver):
