@@ -34,11 +34,11 @@ from discovery.state import (
     CANDIDATES_FILE,
     NEIGHBORS_FILE,
     default_run_dir,
-    pid_alive,
     read_state,
 )
 from discovery.tlv import CHASSIS_MAC, parse_frame
 from pykernel.cli import add_json_flag, emit
+from pykernel.liveness import pid_alive
 
 
 def register(sub: argparse._SubParsersAction) -> None:

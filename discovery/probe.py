@@ -26,6 +26,7 @@ from typing import Any
 
 from discovery._errors import ProbeError
 from discovery.hints import Hints
+from pykernel.liveness import pid_alive
 
 ECHO_MAGIC = b"PKE1"
 ECHO_SIZE = len(ECHO_MAGIC) + 16
@@ -281,14 +282,10 @@ def sweep_stale_segments() -> list[str]:
         pid_text = path.name[len(SHM_PREFIX) :].split("-", 1)[0]
         if not pid_text.isdigit():
             continue
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
+        if not pid_alive(int(pid_text)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path.name)
-        except PermissionError:
-            pass  # alive, someone else's
     return removed
 
 

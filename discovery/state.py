@@ -90,14 +90,3 @@ def read_state(path: Path, kind: str) -> dict[str, Any] | None:
     return doc
 
 
-def pid_alive(pid: object) -> bool:
-    """Whether ``pid`` names a live process (state files of dead writers are stale)."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -29,6 +29,7 @@ from pykernel._supervise import (
     parse_notify,
     should_restart,
 )
+from pykernel.liveness import pid_alive
 
 READY = "echo READY=1 >&$PYKERNEL_NOTIFY_FD"
 
@@ -85,14 +86,6 @@ def run(tmp_path: Path) -> Iterator[Callable[..., tuple[Executor, Recorder]]]:
     yield make
     for ex in made:
         ex.shutdown(timeout=10)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 class TestSpec:

@@ -20,10 +20,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from control.hostess.errors import ConflictError, InputError, InsufficientError, NotFoundError
-from control.hostess.lease import Lease, process_start
+from control.hostess.lease import Lease
 from control.hostess.query import Query
 from control.hostess.records import Allocation, Connection, Connectome
 from control.manifest import SERVERNAME_RE, TERMINAL_NAME_RE
+from pykernel.liveness import process_start
 
 MAX_COUNT = 10000
 """Most terminals or guests one allocation may take."""

@@ -11,23 +11,10 @@ import time
 from dataclasses import dataclass
 
 from control.hostess.errors import InputError
+from pykernel.liveness import process_start
 
 MAX_TTL = 365 * 24 * 3600.0
 """Longest heartbeat lease, in seconds."""
-
-
-def process_start(pid: int) -> int | None:
-    """Return the start time of process ``pid`` in clock ticks since boot, or None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(b")") + 2 :].split()
-    if fields[0] == b"Z":  # a zombie has exited; it is only waiting to be reaped
-        return None
-    return int(fields[19])  # field 22 overall: starttime
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 from control.surface._auth import INFO_FILE, TOKEN_FILE
 from control.surface._errors import SurfaceError
+from pykernel.liveness import pid_alive
 
 RUN_DIR_ENV = "PYKERNEL_RUN_DIR"
 """Environment variable naming a kernel's run directory."""
@@ -34,16 +35,6 @@ class SurfaceUnreachable(SurfaceError):
     """No running control surface where one was looked for."""
 
     status = 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def find_run_dir(explicit: str | None = None) -> Path:
@@ -71,7 +62,7 @@ def find_run_dir(explicit: str | None = None) -> Path:
                 pid = int(json.loads(info.read_text())["pid"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if _alive(pid):
+            if pid_alive(pid):
                 found.append(info.parent)
     if not found:
         where = ", ".join(str(b) for b in run_dir_bases())
