@@ -247,13 +247,7 @@ class Pipe:
             ClosedError: the pipe was closed.
 
         """
-        out = ffi.new("pk_writer **")
-        rc = lib.pk_writer_attach(self._handle(), out)
-        if rc != 0:
-            raise attach_error(rc, name=self.name, reading=False)
-        w = Writer(self, out[0])
-        self._ends.add(w)
-        return w
+        return self._attach(Writer, "pk_writer **", lib.pk_writer_attach, reading=False)
 
     def reader(self) -> Reader:
         """Attach a reader.
@@ -266,13 +260,17 @@ class Pipe:
             ClosedError: the pipe was closed.
 
         """
-        out = ffi.new("pk_reader **")
-        rc = lib.pk_reader_attach(self._handle(), out)
+        return self._attach(Reader, "pk_reader **", lib.pk_reader_attach, reading=True)
+
+    def _attach(self, end: Any, ctype: str, attach: Any, *, reading: bool) -> Any:
+        """Attach one end in C and keep it, so closing the pipe closes it too."""
+        out = ffi.new(ctype)
+        rc = attach(self._handle(), out)
         if rc != 0:
-            raise attach_error(rc, name=self.name, reading=True)
-        r = Reader(self, out[0])
-        self._ends.add(r)
-        return r
+            raise attach_error(rc, name=self.name, reading=reading)
+        made = end(self, out[0])
+        self._ends.add(made)
+        return made
 
     def stats(self) -> PipeStats:
         """Return a cheap snapshot of the counters (safe from any process, never blocks)."""
