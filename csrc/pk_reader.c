@@ -239,6 +239,27 @@ int pk_recv(pk_reader *r, char *buf, uint32_t cap, uint32_t *len, int64_t timeou
     }
 }
 
+int64_t pk_recv_try(pk_reader *r, char *buf, uint32_t cap)
+{
+    if (!r)
+        return -EBADF;
+    if (r->viewing)
+        return -EALREADY;
+    /* ready() alone: no clock read, no liveness tick, nothing counted when empty. */
+    while (ready(r)) {
+        uint32_t len = 0;
+        int rc = take(r, buf, cap, &len);
+        if (rc == 1) {
+            count_read(r, 1, len);
+            wake_writers(r);
+            return len;
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return -EAGAIN;
+}
+
 int64_t pk_recv_len(pk_reader *r, char *buf, uint32_t cap, int64_t timeout_ns)
 {
     uint32_t len = 0;

@@ -149,6 +149,20 @@ static inline void advance_head(pk_writer *w, uint64_t next)
     pk_st_rel(&w->p->hdr->head, next);
 }
 
+/* Writes and publishes one message at `pos` (taken: owned or claimed), then wakes readers. */
+static void publish_one(pk_writer *w, uint64_t pos, const char *data, uint32_t len)
+{
+    pk_pipe *p = w->p;
+    memcpy(begin_slot(p, pos), data, len);
+    end_slot(p, pos, len);
+    if (p->shape == PK_SHAPE_COMBINER)
+        pk_set_claim(w, 0, 0);
+    else
+        advance_head(w, pos + 1);
+    count_sent(w, 1, len);
+    pk_wake(&p->hdr->data_word, &p->hdr->data_waiters);
+}
+
 /* Combiner: claim up to `want` free positions; returns how many (0 = none free). */
 static uint32_t claim(pk_writer *w, uint32_t want, uint64_t *first)
 {
@@ -359,11 +373,27 @@ int pk_send(pk_writer *w, const char *data, uint32_t len, int64_t timeout_ns)
         if (rc <= 0)
             return rc;
     }
-    memcpy(begin_slot(p, pos), data, len);
-    end_slot(p, pos, len);
-    advance_head(w, pos + 1);
-    count_sent(w, 1, len);
-    pk_wake(&p->hdr->data_word, &p->hdr->data_waiters);
+    publish_one(w, pos, data, len);
+    return 1;
+}
+
+int pk_send_try(pk_writer *w, const char *data, uint32_t len)
+{
+    if (!w)
+        return -EBADF;
+    pk_pipe *p = w->p;
+    /* Whatever needs a wait, an error or a lossy combiner's previous-lap check is left to
+     * pk_send, which counts and reports it. */
+    if (len > p->slot_size || w->has_reserved || (p->lossy && p->shape == PK_SHAPE_COMBINER))
+        return -EAGAIN;
+    uint64_t pos = w->pos;
+    if (p->shape == PK_SHAPE_COMBINER) {
+        if (claim(w, 1, &pos) == 0)
+            return -EAGAIN;
+    } else if (!p->lossy && free_at(w, pos) == 0) {
+        return -EAGAIN;
+    }
+    publish_one(w, pos, data, len);
     return 1;
 }
 

@@ -131,6 +131,10 @@ int pk_send_batch(pk_writer *w, const char *data, const uint32_t *lens, uint32_t
                   int64_t timeout_ns);
 int pk_send_strided(pk_writer *w, const char *data, uint32_t stride, uint32_t len, uint32_t n,
                     int64_t timeout_ns);
+/* pk_send when it can finish at once, and -EAGAIN (nothing done, nothing counted) when it
+ * would wait, the pipe is a lossy combiner, or it would fail: then call pk_send, which
+ * waits, counts and reports. Never sleeps, so a caller may hold a lock (Python's GIL). */
+int pk_send_try(pk_writer *w, const char *data, uint32_t len);
 int pk_reserve(pk_writer *w, void **data, int64_t timeout_ns);
 int pk_commit(pk_writer *w, uint32_t len);
 int pk_abort(pk_writer *w);
@@ -147,6 +151,9 @@ int pk_recv(pk_reader *r, char *buf, uint32_t cap, uint32_t *len, int64_t timeou
  * time (or the pipe is empty, timeout 0), else -errno as pk_recv. One argument and one
  * out-parameter read fewer per message for a caller such as Python. */
 int64_t pk_recv_len(pk_reader *r, char *buf, uint32_t cap, int64_t timeout_ns);
+/* pk_recv_len for a message that is there now; -EAGAIN when it is not (no liveness check,
+ * nothing counted): then call pk_recv_len, which waits and notices a writer that is gone. */
+int64_t pk_recv_try(pk_reader *r, char *buf, uint32_t cap);
 int pk_recv_batch(pk_reader *r, char *buf, uint64_t cap, uint32_t *lens, uint32_t max_n,
                   int64_t timeout_ns);
 int pk_view(pk_reader *r, const void **data, uint32_t *len, int64_t timeout_ns);

@@ -4,6 +4,7 @@
  * Lossless only: lossy readers copy racily by design and validate with a seqlock. */
 #define _GNU_SOURCE
 #include "pykernel.h"
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,8 +31,12 @@ static void *writer(void *a) {
             void *dst;
             rc = pk_reserve(w, &dst, -1);
             if (rc == 1) { memcpy(dst, buf, len); rc = pk_commit(w, len); }
-        } else {
+        } else if (i % 3 == 1) {
             rc = pk_send(w, buf, len, -1);
+        } else { /* as Python sends: the non-waiting try, then the full call if it must wait */
+            rc = pk_send_try(w, buf, len);
+            if (rc == -EAGAIN)
+                rc = pk_send(w, buf, len, -1);
         }
         if (rc != 1) { fprintf(stderr, "send rc %d\n", rc); exit(3); }
     }
@@ -48,7 +53,14 @@ static void *reader(void *a) {
     long total = 0;
     char buf[64]; uint32_t len;
     while (total < (long)nw * N) {
-        int rc = pk_recv(r, buf, sizeof buf, &len, 5000000000LL);
+        int rc = 1;
+        int64_t got = total % 2 ? pk_recv_try(r, buf, sizeof buf) : -EAGAIN; /* as Python */
+        if (got >= 0)
+            len = (uint32_t)got;
+        else if (got == -EAGAIN)
+            rc = pk_recv(r, buf, sizeof buf, &len, 5000000000LL);
+        else
+            rc = (int)got;
         if (rc != 1) { fprintf(stderr, "recv rc %d after %ld\n", rc, total); exit(4); }
         uint32_t m[2]; memcpy(m, buf, 8);
         if (m[0] >= (uint32_t)nw || m[1] != next[m[0]]) { fprintf(stderr, "order %u %u\n", m[0], m[1]); exit(5); }

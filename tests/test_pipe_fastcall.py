@@ -1,0 +1,162 @@
+"""The GIL-held fast path (pykernel._fastcall): used when it can finish, silent otherwise.
+
+send/recv try it first; whatever must wait or fail goes to the full cffi call, which
+counts and raises. These tests pin both halves: the fast path really carries the
+messages, and it never does, counts or hides anything the full call would report.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Iterator
+
+import pytest
+from test_pipe_support import PipeNames, pipe_names
+
+from pykernel import (
+    ClosedError,
+    MessageSizeError,
+    Pipe,
+    PipeArgumentError,
+    PipeEmpty,
+    PipeFull,
+    _fastcall,
+    _pipe_ends,
+)
+
+EAGAIN, EBADF, EINVAL = -errno.EAGAIN, -errno.EBADF, -errno.EINVAL
+
+
+@pytest.fixture
+def names() -> Iterator[PipeNames]:
+    with pipe_names() as n:
+        yield n
+
+
+@pytest.fixture
+def no_full_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the full cffi send/recv fail loudly: only the fast path may carry messages."""
+
+    def boom(*args: object) -> int:
+        raise AssertionError("the full call was made")
+
+    for name in ("_send", "_recv_len"):
+        monkeypatch.setattr(_pipe_ends, name, boom)
+
+
+class TestFastPathCarries:
+    @pytest.mark.parametrize("shape", ["one", "multiplexer", "combiner"])
+    def test_send_and_recv_with_room_never_make_the_full_call(
+        self, names: PipeNames, no_full_call: None, shape: str
+    ) -> None:
+        """Room and a message there: bytes, bytearray, memoryview and numpy all go fast."""
+        np = pytest.importorskip("numpy")
+        with Pipe.create(names(), slot_size=64, slots=8, shape=shape) as p:
+            w, r = p.writer(), p.reader()
+            sent = [b"abc", bytearray(b"defg"), memoryview(b"hij"), np.arange(4, dtype=np.uint8)]
+            for m in sent:
+                w.send(m)
+            assert [r.recv() for _ in sent] == [bytes(m) for m in sent]
+            st = p.stats()
+            assert (st.written, st.writers[0].full, st.readers[0].waits) == (4, 0, 0)
+
+    def test_counts_and_order_across_many_laps(self, names: PipeNames) -> None:
+        """Thousands of messages through a small ring, alternating the two paths' turns."""
+        with Pipe.create(names(), slot_size=16, slots=4) as p:
+            w, r = p.writer(), p.reader()
+            for i in range(5000):
+                w.send(i.to_bytes(4, "little"))
+                if i % 3 == 2:  # let the ring fill now and then: the full call takes over
+                    for j in range(i - 2, i + 1):
+                        assert int.from_bytes(r.recv(), "little") == j
+            assert p.stats().written == 5000
+
+
+class TestFastPathStepsAside:
+    def test_full_pipe_is_left_to_the_full_call_which_counts_once(self, names: PipeNames) -> None:
+        """The try refuses without counting; the full call raises PipeFull and counts it."""
+        with Pipe.create(names(), slot_size=8, slots=2) as p:
+            w, r = p.writer(), p.reader()
+            w.send(b"1")
+            w.send(b"2")
+            assert _fastcall.send(w._hi, b"3") == EAGAIN
+            assert p.stats().writers[0].full == 0
+            with pytest.raises(PipeFull):
+                w.send(b"3", timeout=0)
+            assert p.stats().writers[0].full == 1
+            assert r.recv() == b"1"
+
+    def test_empty_pipe_is_left_to_the_full_call(self, names: PipeNames) -> None:
+        """Empty: the try says EAGAIN and the full call raises the typed error."""
+        with Pipe.create(names(), slot_size=8, slots=2) as p:
+            w, r = p.writer(), p.reader()
+            assert _fastcall.recv(r._hi, r._bufi, r._fcap) == EAGAIN
+            with pytest.raises(PipeEmpty):
+                r.recv(timeout=0)
+            assert p.stats().readers[0].waits == 0 and not w.closed
+
+    def test_errors_keep_their_typed_messages(self, names: PipeNames) -> None:
+        """Oversize, non-buffers, bad timeouts and closed ends fail as without the fast path."""
+        with Pipe.create(names(), slot_size=8, slots=4) as p:
+            w, r = p.writer(), p.reader()
+            assert _fastcall.send(w._hi, b"123456789") == EAGAIN
+            with pytest.raises(MessageSizeError, match="9 bytes exceeds slot size 8"):
+                w.send(b"123456789")
+            assert _fastcall.send(w._hi, "text") == EINVAL
+            with pytest.raises(PipeArgumentError, match="bytes-like"):
+                w.send("text")
+            with pytest.raises(PipeArgumentError, match="timeout must be"):
+                w.send(b"x", timeout=-1)  # refused although there is room
+            w.send(b"x")
+            with pytest.raises(PipeArgumentError, match="timeout must be"):
+                r.recv(timeout=float("nan"))  # refused although a message is there
+            assert r.recv() == b"x"
+            w.close()
+            r.close()
+            assert (w._hi, r._hi) == (0, 0)
+            assert _fastcall.send(w._hi, b"x") == EBADF
+            assert _fastcall.recv(r._hi, r._bufi, r._fcap) == EBADF
+            with pytest.raises(ClosedError):
+                w.send(b"x")
+            with pytest.raises(ClosedError):
+                r.recv()
+
+    def test_large_messages_take_the_full_call(self, names: PipeNames) -> None:
+        """Above 64 KiB the copy runs with the GIL released: the fast path declines."""
+        big = bytes(range(256)) * 257  # 65,792 bytes
+        with Pipe.create(names(), slot_size=1 << 17, slots=2) as p:
+            w, r = p.writer(), p.reader()
+            assert _fastcall.send(w._hi, big) == EAGAIN
+            w.send(big)
+            assert r._fcap == 64 * 1024
+            assert _fastcall.recv(r._hi, r._bufi, r._fcap) == -errno.EMSGSIZE
+            assert r.recv() == big  # still queued for the full call
+
+    def test_lossy_combiner_is_left_to_the_full_call(self, names: PipeNames) -> None:
+        """A lossy combiner may have to wait for a slot's previous lap: never in the try."""
+        with Pipe.create(names(), slot_size=8, slots=4, shape="combiner", lossy=True) as p:
+            w, r = p.writer(), p.reader()
+            assert _fastcall.send(w._hi, b"x") == EAGAIN
+            w.send(b"x")
+            assert r.recv() == b"x"
+
+    def test_a_blocked_send_finishes_when_room_appears(self, names: PipeNames) -> None:
+        """The full call's wait still works behind the try (another thread frees room)."""
+        with Pipe.create(names(), slot_size=8, slots=2) as p:
+            w, r = p.writer(), p.reader()
+            w.send(b"1")
+            w.send(b"2")
+            got: list[bytes] = []
+            t = threading.Thread(target=lambda: got.extend(r.recv(timeout=5) for _ in range(3)))
+            t.start()
+            w.send(b"3", timeout=5)
+            t.join(10)
+            assert got == [b"1", b"2", b"3"]
+
+    def test_bind_refuses_nonsense(self) -> None:
+        """bind takes two non-null addresses."""
+        with pytest.raises(ValueError, match="null function address"):
+            _fastcall.bind(0, 0)
+        with pytest.raises(TypeError, match="takes 2 addresses"):
+            _fastcall.bind(1)
