@@ -224,6 +224,12 @@ class TestRunCase:
         assert r.status == "failed"
         assert "reader 0: VerifyError: writer 0 message 3: body differs at byte 20" in r.error
 
+    def test_corrupted_echo_fails_the_round_trip_case(self) -> None:
+        """Round trips compare each echo whole; a damaged one still fails with the reason."""
+        r = run_case(Corrupting(), CASE["rtt64"], TINY)
+        assert r.status == "failed"
+        assert "VerifyError: writer 0 message 3: body differs at byte 20" in r.error
+
     def test_hung_transport_is_killed_at_the_deadline(self) -> None:
         """A receiver that never returns is killed and reported as a timeout."""
         config = BenchConfig(counts={"oneway64": 10}, timeout=1.5)
@@ -464,3 +470,37 @@ class TestSendLoop:
             assert all(type(m) is bytes for m in s.sent)
         else:  # the one reused buffer, holding the last frame
             assert [bytes(m) for m in s.sent] == [want[2]] * 3  # type: ignore[arg-type]
+
+
+class TestEchoWaiter:
+    def test_echoes_are_compared_whole_on_the_direct_path(self) -> None:
+        """A leftover warm-up frame is skipped; each echo is counted once, by one compare."""
+        from pykernel.bench._child import _echo_waiter
+
+        f = Framer(64)
+        frames = [f.frame_bytes(i) for i in range(3)]
+        r = _ListReceiver([bytes(f.warm()), *frames])
+        v = Verifier(64, 1, 3)
+        wait = _echo_waiter(r, v)
+        for want in frames:
+            wait(want)
+        v.finish()
+        assert (r.direct_calls, r.recv_calls, v.received) == (4, 0, 3)
+
+    def test_a_wrong_echo_takes_the_full_check(self) -> None:
+        """An echo other than the frame sent is named by the full check."""
+        from pykernel.bench._child import _echo_waiter
+
+        f = Framer(64)
+        r = _ListReceiver([f.frame_bytes(1)])
+        with pytest.raises(VerifyError, match="got message 1, expected 0: gap"):
+            _echo_waiter(r, Verifier(64, 1, 2))(f.frame_bytes(0))
+
+    def test_count_exact_only_for_one_writer_within_the_count(self) -> None:
+        """count_exact refuses many writers and messages beyond the count."""
+        v = Verifier(64, 1, 1)
+        v.count_exact()
+        with pytest.raises(VerifyError, match="no message 1 of one writer"):
+            v.count_exact()
+        with pytest.raises(VerifyError, match="no message 0 of one writer"):
+            Verifier(64, 2, 1).count_exact()

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from pykernel.bench._cases import Case
 from pykernel.bench._errors import TransportError
-from pykernel.bench._frames import Buffer, Framer, Verifier
+from pykernel.bench._frames import Framer, Verifier
 from pykernel.bench._hang import arm
 from pykernel.bench._transport import Link, Receiver, Sender
 
@@ -189,36 +189,51 @@ def _timed(
     return {"t0": t0, "t1": t1, "received": verifiers[ch].received}
 
 
-def _sends(sender: Sender, framer: Framer) -> tuple[Callable[[Buffer], Any], Callable]:
-    """Return the send call and frame builder of the timed loops (as ``send_stream``)."""
-    return sender.send_call(), framer.frame_bytes if sender.wants_bytes else framer.frame
+def _echo_waiter(receiver: Receiver, verifier: Verifier) -> Callable[[bytes], None]:
+    """Return ``wait(want)``: receive until the echo of frame ``want`` arrived, verified.
 
-
-def _takes(receiver: Receiver, check: Callable[[Buffer], bool]) -> Callable[[], bool]:
-    """Receive one message and check it: in place where the transport reads in place.
-
-    Otherwise the transport's own recv call feeds ``check`` directly (as in
-    ``Receiver.recv_stream``), so no round trip pays an adapter frame per message.
+    A transport that reads in place checks inside its ``take``. Otherwise its own recv call
+    is used directly and the message compared whole with ``want`` (one memcmp); anything
+    else -- a leftover warm-up frame (skipped) or damage (raised) -- goes through the full
+    check. Every transport gets the same, so round trips measure transports, not framing.
     """
+    check = verifier.check
     if type(receiver).take is not Receiver.take:
         take = receiver.take
-        return lambda: take(check)
+
+        def wait_in_place(want: bytes) -> None:
+            while not take(check):
+                pass
+
+        return wait_in_place
     recv = receiver.recv_call()
-    return lambda: check(recv())
+    exact = verifier.count_exact
+
+    def wait(want: bytes) -> None:
+        m = recv()
+        if m == want:
+            exact()
+            return
+        while not check(m):
+            m = recv()
+
+    return wait
 
 
 def _ping(
     sender: Sender, framer: Framer, receiver: Receiver, verifier: Verifier, count: int
 ) -> list[int]:
     clock = time.perf_counter_ns
-    send, frame = _sends(sender, framer)
-    take = _takes(receiver, verifier.check)
+    send = sender.send_call()
+    # Built before the clock runs; the echo of frame seq is the same bytes (writer 0, seq).
+    frames = [framer.frame_bytes(seq) for seq in range(count)]
+    echo = _echo_waiter(receiver, verifier)
     samples = [0] * count
     for seq in range(count):
+        f = frames[seq]
         t = clock()
-        send(frame(seq))
-        while not take():  # a leftover warm-up frame is not the echo
-            pass
+        send(f)
+        echo(f)
         samples[seq] = clock() - t
     verifier.finish()
     return samples
@@ -227,10 +242,10 @@ def _ping(
 def _echo(
     receiver: Receiver, verifier: Verifier, sender: Sender, framer: Framer, count: int
 ) -> None:
-    send, frame = _sends(sender, framer)
-    take = _takes(receiver, verifier.check)
-    for seq in range(count):
-        while not take():
-            pass
-        send(frame(seq))
+    send = sender.send_call()
+    frames = [framer.frame_bytes(seq) for seq in range(count)]
+    echo = _echo_waiter(receiver, verifier)
+    for f in frames:
+        echo(f)
+        send(f)
     verifier.finish()
