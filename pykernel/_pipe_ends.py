@@ -16,9 +16,11 @@ from itertools import chain
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pykernel import _fastcall
 from pykernel._core import ffi, lib
 from pykernel._errors import ClosedError, MessageSizeError, PipeArgumentError
+from pykernel._fastcall import bind as _bind_fast
+from pykernel._fastcall import recv as _try_recv
+from pykernel._fastcall import send as _try_send
 from pykernel._pipe_errno import transfer_error
 from pykernel._pipe_zero import Slot, View
 
@@ -35,12 +37,10 @@ _unpack = ffi.unpack
 _buffer = ffi.buffer
 _from_buffer = ffi.from_buffer
 _NULL = ffi.NULL
-_fastcall.bind(
+_bind_fast(
     int(ffi.cast("uintptr_t", ffi.addressof(lib, "pk_send_try"))),
     int(ffi.cast("uintptr_t", ffi.addressof(lib, "pk_recv_try"))),
 )
-_try_send = _fastcall.send
-_try_recv = _fastcall.recv
 _FAST_MAX = 64 * 1024  # the fast path's largest message (fastcall.c: FAST_MAX)
 _BATCH_BYTES = 1 << 22  # recv_batch copies at most this much per call (at least one slot)
 _EINTR = -errno.EINTR
