@@ -1,6 +1,7 @@
 """pytest-benchmark of the pipe's hot calls (numbers, not pass/fail).
 
-In one process (the cost of a call, no scheduling): send+recv of 64 B, a batch of 1024
+In one process (the cost of a call, no scheduling): send+recv of 64 B (and the same through
+the full cffi calls, without the GIL-held fast path), a batch of 1024
 messages each way (lists of bytes, and packed numpy rows), zero-copy reserve/commit +
 view/release of 4 KiB through numpy, ``stats()``. Across two processes pinned to two CPUs:
 a 64 B ping-pong round trip against an echo child, and 64 B one way one message per call
@@ -68,6 +69,20 @@ def test_send_recv_64(record_machine, pipes) -> None:  # type: ignore[no-untyped
         def pair() -> bytes:
             w.send(MSG)
             return r.recv()
+
+        assert record_machine(pair) == MSG
+
+
+def test_send_recv_64_full_call(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
+    """The same pair through the full cffi calls alone (what the GIL-held fast path saves)."""
+    from pykernel import _pipe_ends as ends
+
+    with _pipe(pipes, "full", slot_size=64, slots=256) as p, p.writer() as w, p.reader() as r:
+        send, recv_len, buf = ends._send, ends._recv_len, r._bufv
+
+        def pair() -> bytes:
+            send(w._h, MSG, 64, 0)
+            return buf[: recv_len(r._h, r._buf, 64, 0)]
 
         assert record_machine(pair) == MSG
 
