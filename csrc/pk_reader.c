@@ -246,18 +246,18 @@ int64_t pk_recv_try(pk_reader *r, char *buf, uint32_t cap)
     if (r->viewing)
         return -EALREADY;
     /* ready() alone: no clock read, no liveness tick, nothing counted when empty. */
-    while (ready(r)) {
-        uint32_t len = 0;
-        int rc = take(r, buf, cap, &len);
-        if (rc == 1) {
-            count_read(r, 1, len);
-            wake_writers(r);
-            return len;
-        }
-        if (rc != 0)
-            return rc;
+    if (!ready(r))
+        return -EAGAIN;
+    uint32_t len = 0;
+    int rc = take(r, buf, cap, &len);
+    if (rc == 1) {
+        count_read(r, 1, len);
+        wake_writers(r);
+        return len;
     }
-    return -EAGAIN;
+    /* 0: lossy, overwritten during the copy (take resynced). Retrying could go on while a
+     * fast writer keeps lapping us, and the caller may hold a lock: pk_recv retries. */
+    return rc == 0 ? -EAGAIN : rc;
 }
 
 int64_t pk_recv_len(pk_reader *r, char *buf, uint32_t cap, int64_t timeout_ns)

@@ -482,8 +482,8 @@ class TestEchoWaiter:
         r = _ListReceiver([bytes(f.warm()), *frames])
         v = Verifier(64, 1, 3)
         wait = _echo_waiter(r, v)
-        for want in frames:
-            wait(want)
+        for seq, want in enumerate(frames):
+            wait(seq, want)
         v.finish()
         assert (r.direct_calls, r.recv_calls, v.received) == (4, 0, 3)
 
@@ -494,13 +494,16 @@ class TestEchoWaiter:
         f = Framer(64)
         r = _ListReceiver([f.frame_bytes(1)])
         with pytest.raises(VerifyError, match="got message 1, expected 0: gap"):
-            _echo_waiter(r, Verifier(64, 1, 2))(f.frame_bytes(0))
+            _echo_waiter(r, Verifier(64, 1, 2))(0, f.frame_bytes(0))
 
-    def test_count_exact_only_for_one_writer_within_the_count(self) -> None:
-        """count_exact refuses many writers and messages beyond the count."""
-        v = Verifier(64, 1, 1)
-        v.count_exact()
-        with pytest.raises(VerifyError, match="no message 1 of one writer"):
-            v.count_exact()
-        with pytest.raises(VerifyError, match="no message 0 of one writer"):
-            Verifier(64, 2, 1).count_exact()
+    def test_count_exact_only_for_the_next_message_of_one_writer(self) -> None:
+        """count_exact refuses a sequence out of turn, many writers and beyond the count."""
+        v = Verifier(64, 1, 2)
+        with pytest.raises(VerifyError, match="message 1 of one writer is not expected next"):
+            v.count_exact(1)
+        v.count_exact(0)
+        v.count_exact(1)
+        with pytest.raises(VerifyError, match="message 2 of one writer is not expected next"):
+            v.count_exact(2)
+        with pytest.raises(VerifyError, match="message 0 of one writer is not expected next"):
+            Verifier(64, 2, 1).count_exact(0)

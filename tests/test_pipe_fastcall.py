@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -61,16 +62,60 @@ class TestFastPathCarries:
             st = p.stats()
             assert (st.written, st.writers[0].full, st.readers[0].waits) == (4, 0, 0)
 
-    def test_counts_and_order_across_many_laps(self, names: PipeNames) -> None:
-        """Thousands of messages through a small ring, alternating the two paths' turns."""
+    def test_fast_and_full_calls_alternate_on_one_end(
+        self, names: PipeNames, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Many laps of a small ring: full/empty turns go to the full call, order holds."""
+        made = {"_send": 0, "_recv_len": 0}
+        for name in made:
+            real = getattr(_pipe_ends, name)
+
+            def counted(*args: object, _real: object = real, _name: str = name) -> int:
+                made[_name] += 1
+                return _real(*args)  # type: ignore[operator]
+
+            monkeypatch.setattr(_pipe_ends, name, counted)
         with Pipe.create(names(), slot_size=16, slots=4) as p:
             w, r = p.writer(), p.reader()
-            for i in range(5000):
+            got: list[int] = []
+            for lap in range(500):
+                for i in range(4):
+                    w.send((4 * lap + i).to_bytes(4, "little"))
+                with pytest.raises(PipeFull):
+                    w.send(b"x", timeout=0)  # full: the full call refuses (and counts)
+                got.extend(int.from_bytes(r.recv(), "little") for _ in range(4))
+                with pytest.raises(PipeEmpty):
+                    r.recv(timeout=0)  # empty: the full call says so
+            assert got == list(range(2000))
+            assert made == {"_send": 500, "_recv_len": 500}  # only the full/empty turns
+            st = p.stats()
+            assert (st.written, st.writers[0].full) == (2000, 500)
+
+    def test_lossy_reader_overrun_is_left_to_the_full_call(self, names: PipeNames) -> None:
+        """Lapped lossy reader: the try gives up after one lost copy; recv still resyncs."""
+        with Pipe.create(names(), slot_size=8, slots=4, lossy=True) as p:
+            w, r = p.writer(), p.reader()
+            for i in range(10):  # laps the reader: the oldest messages are overwritten
                 w.send(i.to_bytes(4, "little"))
-                if i % 3 == 2:  # let the ring fill now and then: the full call takes over
-                    for j in range(i - 2, i + 1):
-                        assert int.from_bytes(r.recv(), "little") == j
-            assert p.stats().written == 5000
+            got: list[int] = []
+            with pytest.raises(PipeEmpty):
+                while True:
+                    got.append(int.from_bytes(r.recv(timeout=0), "little"))
+            assert got == list(range(10 - len(got), 10)) and len(got) + r.dropped == 10
+            assert r.dropped > 0 and p.stats().readers[0].drops == r.dropped
+
+    def test_python_buffer_classes_take_the_full_call(self, names: PipeNames) -> None:
+        """A class defined in Python may run code to export its buffer: never in the try."""
+
+        class Blob(bytearray):
+            pass
+
+        with Pipe.create(names(), slot_size=8, slots=4) as p:
+            w, r = p.writer(), p.reader()
+            assert _fastcall.send(w._hi, Blob(b"ab")) == EINVAL
+            assert _fastcall.send(w._hi, bytearray(b"ab")) == 1
+            w.send(Blob(b"cd"))
+            assert [r.recv(), r.recv()] == [b"ab", b"cd"]
 
 
 class TestFastPathStepsAside:
@@ -147,12 +192,19 @@ class TestFastPathStepsAside:
             w, r = p.writer(), p.reader()
             w.send(b"1")
             w.send(b"2")
+            assert _fastcall.send(w._hi, b"3") == EAGAIN
             got: list[bytes] = []
-            t = threading.Thread(target=lambda: got.extend(r.recv(timeout=5) for _ in range(3)))
+
+            def late_reader() -> None:
+                time.sleep(0.3)  # well past the writer's 50 us spin: it must be asleep
+                got.extend(r.recv(timeout=5) for _ in range(3))
+
+            t = threading.Thread(target=late_reader)
             t.start()
             w.send(b"3", timeout=5)
             t.join(10)
             assert got == [b"1", b"2", b"3"]
+            assert p.stats().writers[0].waits >= 1  # the send really slept in the full call
 
     def test_bind_refuses_nonsense(self) -> None:
         """bind takes two non-null addresses."""

@@ -30,6 +30,8 @@ static PyObject *fc_bind(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     void *s = PyLong_AsVoidPtr(args[0]);
+    if (PyErr_Occurred())
+        return NULL;
     void *r = PyLong_AsVoidPtr(args[1]);
     if (PyErr_Occurred())
         return NULL;
@@ -57,6 +59,11 @@ static PyObject *fc_send(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     if (PyBytes_CheckExact(data)) {
         Py_ssize_t n = PyBytes_GET_SIZE(data);
         rc = n > FAST_MAX ? -EAGAIN : send_try(w, PyBytes_AS_STRING(data), (uint32_t)n);
+    } else if (PyType_HasFeature(Py_TYPE(data), Py_TPFLAGS_HEAPTYPE)) {
+        /* A class defined in Python may export its buffer with Python code (__buffer__),
+         * which could close this writer under us: only C types (bytearray, memoryview,
+         * numpy arrays ...) are read here; the full call handles the rest. */
+        return PyLong_FromLong(-EINVAL);
     } else {
         Py_buffer view;
         if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) != 0) {
@@ -77,10 +84,10 @@ static PyObject *fc_recv(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     if (nargs != 3 || !recv_try)
         return PyLong_FromLong(-EINVAL);
     void *r = PyLong_AsVoidPtr(args[0]);
-    char *buf = PyLong_AsVoidPtr(args[1]);
-    Py_ssize_t cap = PyLong_AsSsize_t(args[2]);
+    char *buf = r ? PyLong_AsVoidPtr(args[1]) : NULL;
+    Py_ssize_t cap = buf ? PyLong_AsSsize_t(args[2]) : -1;
     if (!r || !buf || cap < 0 || cap > FAST_MAX) {
-        PyErr_Clear();
+        PyErr_Clear(); /* closed (0) or not an address: the full call says which */
         return PyLong_FromLong(-EBADF);
     }
     int64_t n = recv_try(r, buf, (uint32_t)cap);

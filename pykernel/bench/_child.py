@@ -189,8 +189,8 @@ def _timed(
     return {"t0": t0, "t1": t1, "received": verifiers[ch].received}
 
 
-def _echo_waiter(receiver: Receiver, verifier: Verifier) -> Callable[[bytes], None]:
-    """Return ``wait(want)``: receive until the echo of frame ``want`` arrived, verified.
+def _echo_waiter(receiver: Receiver, verifier: Verifier) -> Callable[[int, bytes], None]:
+    """Return ``wait(seq, want)``: receive until the echo of frame ``seq`` (``want``) arrived.
 
     A transport that reads in place checks inside its ``take``. Otherwise its own recv call
     is used directly and the message compared whole with ``want`` (one memcmp); anything
@@ -201,7 +201,7 @@ def _echo_waiter(receiver: Receiver, verifier: Verifier) -> Callable[[bytes], No
     if type(receiver).take is not Receiver.take:
         take = receiver.take
 
-        def wait_in_place(want: bytes) -> None:
+        def wait_in_place(seq: int, want: bytes) -> None:
             while not take(check):
                 pass
 
@@ -209,10 +209,10 @@ def _echo_waiter(receiver: Receiver, verifier: Verifier) -> Callable[[bytes], No
     recv = receiver.recv_call()
     exact = verifier.count_exact
 
-    def wait(want: bytes) -> None:
+    def wait(seq: int, want: bytes) -> None:
         m = recv()
         if m == want:
-            exact()
+            exact(seq)
             return
         while not check(m):
             m = recv()
@@ -233,7 +233,7 @@ def _ping(
         f = frames[seq]
         t = clock()
         send(f)
-        echo(f)
+        echo(seq, f)
         samples[seq] = clock() - t
     verifier.finish()
     return samples
@@ -245,7 +245,7 @@ def _echo(
     send = sender.send_call()
     frames = [framer.frame_bytes(seq) for seq in range(count)]
     echo = _echo_waiter(receiver, verifier)
-    for f in frames:
-        echo(f)
+    for seq, f in enumerate(frames):
+        echo(seq, f)
         send(f)
     verifier.finish()

@@ -207,16 +207,21 @@ class Verifier:
                     return True
         return self._check_precise(buf)
 
-    def count_exact(self) -> None:
-        """Count the next message of the one writer as verified.
+    def count_exact(self, seq: int) -> None:
+        """Count message ``seq`` of the one writer as verified.
 
         For a caller that compared it whole with the frame :class:`Framer` builds for that
         sequence (the same bytes :meth:`check` accepts); a mismatch goes to :meth:`check`.
+
+        Raises:
+            VerifyError: ``seq`` is not the next message expected (or there are several
+                writers, or all messages arrived already).
+
         """
         nxt = self.next
-        if self.writers != 1 or nxt[0] >= self.count:
-            raise VerifyError(f"count_exact: no message {nxt[0]} of one writer is expected")
-        nxt[0] += 1
+        if self.writers != 1 or seq != nxt[0] or seq >= self.count:
+            raise VerifyError(f"count_exact: message {seq} of one writer is not expected next")
+        nxt[0] = seq + 1
         self.received += 1
 
     def _check_precise(self, buf: Buffer) -> bool:
@@ -333,6 +338,8 @@ class Verifier:
         so the caller's frame-by-frame path finds the first bad frame and names it.
         """
         n = len(data) // self.size
+        if n == 0:
+            return True
         heads = np.frombuffer(data, "<u8").reshape(n, -1)[:, 0]
         # Body and tail of every frame at once: the expected block with each frame's own
         # head tag written at both ends, compared with one memcmp.
