@@ -54,11 +54,13 @@ typedef struct pk_hdr {
     /* line 1: more constants and rarely written flags */
     alignas(PK_CACHE_LINE) uint64_t start_pos;
     uint64_t created_ns;
+    _Atomic uint64_t repair_owner; /* the repair lock (reaping dead peers, aborting dead
+                                      claims): generation | holder's start time | pid, see
+                                      pk_repair.c; stolen only if the holder is proven dead */
     _Atomic uint32_t ready;       /* creator stores 1 (release) after init; openers acquire */
     _Atomic uint32_t reader_seen; /* a reader attached once: a missing reader is now "gone" */
     _Atomic uint32_t writer_seen; /* a writer attached once: a missing writer is now "gone" */
-    _Atomic int32_t repair_pid;   /* holder of the repair lock (reaping dead peers, aborting
-                                     dead claims); CAS 0 -> pid, stolen if the holder died */
+    _Atomic uint32_t repair_pidns; /* the lock holder's pid namespace; 0 = not known yet */
     uint32_t creator_pidns;       /* pid namespace (inode) of the creator: pids are judged
                                      only from inside the namespace they belong to */
     /* line 2: the claim cursor */
@@ -73,6 +75,9 @@ typedef struct pk_hdr {
 
 static_assert(offsetof(pk_hdr, start_pos) == 64, "constants fill line 0");
 static_assert(offsetof(pk_hdr, head) == 128, "head on its own line");
+/* tests/test_pipe_repair_lock.py forges lock holders at these offsets */
+static_assert(offsetof(pk_hdr, repair_owner) == 80, "repair lock word at 80");
+static_assert(offsetof(pk_hdr, repair_pidns) == 100, "repair lock namespace at 100");
 static_assert(offsetof(pk_hdr, data_word) == 192, "data futex on its own line");
 static_assert(offsetof(pk_hdr, space_word) == 256, "space futex on its own line");
 static_assert(sizeof(pk_hdr) == 320, "header is five cache lines");

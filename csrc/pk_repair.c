@@ -9,8 +9,9 @@
  * claimers are dead processes can be proven abandoned and is published as "aborted"
  * (PK_LEN_ABORTED), which readers skip. A live claimer always blocks the repair.
  *
- * All repairs run under one repair lock in the header (a pid word): two repairers never
- * race on a slot, and a repairer that dies holding it is detected by pid and superseded.
+ * All repairs run under one repair lock in the header (see RL_* below): two repairers
+ * never race on a slot, and a repairer that dies holding it is detected by pid and start
+ * time (inside its own pid namespace) and superseded.
  * Repairs only happen on slow paths (sleeping waits, attach), never per message.
  */
 #define _GNU_SOURCE
@@ -19,21 +20,69 @@
 
 #include "pk_layout.h"
 
-int pk_repair_lock(pk_pipe *p)
+/* The repair lock word: generation (16 bits: a thief's CAS fails once the lock changed
+ * hands since it looked, ABA) | the holder's start time (low 24 bits of its clock ticks) |
+ * its pid (24 bits: pid_max is at most 2^22). Free when the low 48 bits are 0. A holder is
+ * judged dead only by pid *and* start time, so a reused pid does not keep a dead holder's
+ * lock, and only from inside its own pid namespace (published beside the word). */
+#define RL_SHIFT 24
+#define RL_LOW ((1ULL << RL_SHIFT) - 1)
+#define RL_OWNER ((1ULL << (2 * RL_SHIFT)) - 1)
+
+static uint64_t rl_me(void)
 {
-    _Atomic int32_t *lk = &p->hdr->repair_pid;
-    int32_t me = (int32_t)getpid();
-    int32_t cur = 0;
-    /* seq_cst CAS: its acquire pairs with the previous holder's release in unlock. */
-    if (atomic_compare_exchange_strong(lk, &cur, me))
-        return 1;
-    if (cur == me || pk_pid_alive(cur, 0))
-        return 0; /* busy (another thread here, or a live process): try again next tick */
-    return atomic_compare_exchange_strong(lk, &cur, me); /* the holder died: take over */
+    return ((pk_self_start() & RL_LOW) << RL_SHIFT) | ((uint64_t)getpid() & RL_LOW);
 }
 
-/* Release: our repairs happen before the next holder's CAS acquire. */
-void pk_repair_unlock(pk_pipe *p) { pk_st_rel(&p->hdr->repair_pid, 0); }
+/* 1 unless `word`'s holder is provably dead (busy or not ours to judge count as alive). */
+static int rl_holder_alive(pk_pipe *p, uint64_t word)
+{
+    pk_hdr *h = p->hdr;
+    /* acquire pairs with the holder's release store after its CAS; the reload below makes
+     * sure the namespace read belongs to this holder (unlock clears it before the word). */
+    uint32_t ns = pk_ld_acq(&h->repair_pidns);
+    if (pk_ld_acq(&h->repair_owner) != word)
+        return 1; /* changed hands meanwhile: look again at the next tick */
+    if (ns != 0 && ns != pk_self_pidns())
+        return 1; /* another pid namespace: its pids are not ours to judge */
+    int32_t pid = (int32_t)(word & RL_LOW);
+    if (!pk_pid_alive(pid, 0))
+        return 0;
+    /* A live process with that pid: the holder only if its start time matches (a pid that
+     * died and was reused reads another start, or 0 if it died in between). */
+    return (pk_pid_start_ticks(pid) & RL_LOW) == ((word >> RL_SHIFT) & RL_LOW);
+}
+
+int pk_repair_lock(pk_pipe *p)
+{
+    pk_hdr *h = p->hdr;
+    uint64_t me = rl_me();
+    uint64_t cur = pk_ld_acq(&h->repair_owner); /* pairs with unlock's release */
+    uint64_t owner = cur & RL_OWNER;
+    if (owner == me)
+        return 0; /* another thread of this process holds it */
+    if (owner != 0 && rl_holder_alive(p, cur))
+        return 0; /* busy: try again next tick */
+    uint64_t next = (((cur >> (2 * RL_SHIFT)) + 1) << (2 * RL_SHIFT)) | me;
+    /* seq_cst CAS: its acquire pairs with the previous holder's release in unlock (or, when
+     * taking over from a dead holder, makes its half-done repairs visible). */
+    if (!atomic_compare_exchange_strong(&h->repair_owner, &cur, next))
+        return 0;
+    pk_st_rel(&h->repair_pidns, pk_self_pidns()); /* pairs with rl_holder_alive's acquire */
+    return 1;
+}
+
+void pk_repair_unlock(pk_pipe *p)
+{
+    pk_hdr *h = p->hdr;
+    uint64_t cur = pk_ld_rlx(&h->repair_owner); /* ours, unless it was (wrongly) stolen */
+    if ((cur & RL_OWNER) != rl_me())
+        return;
+    pk_st_rlx(&h->repair_pidns, 0); /* ordered before the release below */
+    /* Release (keeping the generation): our repairs happen before the next holder's CAS. */
+    atomic_compare_exchange_strong_explicit(&h->repair_owner, &cur, cur & ~RL_OWNER,
+                                            memory_order_release, memory_order_relaxed);
+}
 
 void pk_set_claim(pk_writer *w, uint64_t pos, uint32_t n)
 {

@@ -34,7 +34,7 @@ extern "C" {
 
 /* cdef-begin */
 enum {
-    PK_ABI_VERSION = 1,
+    PK_ABI_VERSION = 2, /* 2: the repair lock word names its holder by pid and start time */
     PK_SHAPE_ONE = 0,
     PK_SHAPE_MULTIPLEXER = 1,
     PK_SHAPE_COMBINER = 2,
