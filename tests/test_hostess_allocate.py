@@ -308,7 +308,11 @@ class TestConcurrency:
                 allocation, (terminal,) = json.loads(line)
                 assert terminal not in reported.values()
                 reported[allocation] = terminal
-        assert [w.returncode for w in workers] == [-signal.SIGKILL, -signal.SIGKILL, 0]
+        # The pool is shared: on a busy machine the second victim may have emptied it and
+        # exited before its kill lands; the first is always killed mid-run (597+ left).
+        assert workers[0].returncode == -signal.SIGKILL
+        assert workers[1].returncode in (-signal.SIGKILL, 0)
+        assert workers[2].returncode == 0
         held = {a.id: a.terminals[0] for a in book.allocations()}
         assert reported.items() <= held.items()
         assert len(set(held.values())) == len(held)
