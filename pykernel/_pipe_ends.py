@@ -33,6 +33,8 @@ _send_strided = lib.pk_send_strided
 _recv = lib.pk_recv
 _recv_len = lib.pk_recv_len
 _recv_batch = lib.pk_recv_batch
+_view = lib.pk_view
+_release = lib.pk_release
 _unpack = ffi.unpack
 _buffer = ffi.buffer
 _from_buffer = ffi.from_buffer
@@ -395,6 +397,9 @@ class Reader(_End):
         self._bufv = _buffer(self._buf)  # slicing it makes the bytes (cheaper than unpack)
         self._bufi = int(ffi.cast("uintptr_t", self._buf))
         self._fcap = min(self._cap, _FAST_MAX)
+        # Big lossless slots: recv copies a large message once, straight from its slot (a
+        # lossless slot is not overwritten before release); lossy ones need pk_recv's seqlock.
+        self._one_copy = not pipe.lossy and pipe.slot_size > _FAST_MAX
         self._lenp = ffi.new("uint32_t *")
         self._ptr = ffi.new("const void **")
         self._view: View | None = None
@@ -433,6 +438,8 @@ class Reader(_End):
         got = _try_recv(self._hi, self._bufi, self._fcap)
         if type(got) is bytes:
             return got
+        if self._one_copy:
+            return self._recv_from_slot(t, timeout)
         n = _recv_len(self._h, self._buf, self._cap, t)
         if n >= 0:  # the length itself: no out-parameter to read back
             return self._bufv[:n]
@@ -444,6 +451,23 @@ class Reader(_End):
         if rc == 1:
             return _unpack(self._buf, self._lenp[0])
         raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
+
+    def _recv_from_slot(self, t: int, timeout: float | None) -> bytes:
+        """Receive through a view: one copy from the slot into the new bytes, then release.
+
+        For large messages: the copying path makes two (into this reader's buffer, then
+        into bytes). The wait happens in C with the GIL released, as for every recv.
+        """
+        h, ptr, lenp = self._h, self._ptr, self._lenp
+        rc = _view(h, ptr, lenp, t)
+        if rc != 1:
+            rc = _again(_view, (h, ptr, lenp), timeout, rc)
+            if rc != 1:
+                raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
+        try:
+            return _buffer(ptr[0], lenp[0])[:]
+        finally:
+            _release(h)
 
     def recv_nowait(self) -> bytes:
         """Receive the next message or raise :class:`PipeEmpty` at once."""

@@ -22,6 +22,9 @@ from pykernel import (
     PipeArgumentError,
     PipeEmpty,
     PipeFull,
+    PipeTimeout,
+    PykernelError,
+    WriterGoneError,
     _fastcall,
     _pipe_ends,
 )
@@ -212,3 +215,60 @@ class TestFastPathStepsAside:
             _fastcall.bind(0, 0)
         with pytest.raises(TypeError, match="takes 2 addresses"):
             _fastcall.bind(1)
+
+
+class TestOneCopyRecv:
+    """Big lossless slots: recv copies a large message once, from the slot via a view."""
+
+    def test_large_messages_come_straight_from_the_slot(
+        self, names: PipeNames, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """100 KiB and 1 MiB arrive intact without the copying call; small ones go fast."""
+
+        def boom(*args: object) -> int:
+            raise AssertionError("the copying recv was made")
+
+        monkeypatch.setattr(_pipe_ends, "_recv_len", boom)
+        msgs = [bytes([i]) * n for i, n in enumerate([100_000, 1 << 20, 10, 65_536, 65_537])]
+        with Pipe.create(names(), slot_size=1 << 20, slots=4) as p:
+            w, r = p.writer(), p.reader()
+            assert r._one_copy
+            for m in msgs:
+                w.send(m)
+                assert r.recv(timeout=5) == m
+            st = p.stats()
+            assert st.readers[0].messages == 5 and st.fill == 0
+
+    def test_waits_and_errors_on_the_view_path(self, names: PipeNames) -> None:
+        """Empty, timeout, a writer gone and an open view raise as on the copying path."""
+        with Pipe.create(names(), slot_size=1 << 17, slots=2) as p:
+            w, r = p.writer(), p.reader()
+            with pytest.raises(PipeEmpty):
+                r.recv(timeout=0)
+            with pytest.raises(PipeTimeout):
+                r.recv(timeout=0.05)
+            w.send(b"a" * 70_000)
+            w.send(b"b" * 70_000)
+            with r.view() as v:
+                with pytest.raises(PykernelError):
+                    r.recv(timeout=0)  # a view is open: refused, nothing consumed
+                assert bytes(v.buffer[:1]) == b"a"
+            assert r.recv(timeout=1) == b"b" * 70_000
+            w.close()
+            with pytest.raises(WriterGoneError):
+                r.recv(timeout=1)
+
+    def test_lossy_big_pipes_keep_the_seqlock_copy(
+        self, names: PipeNames, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A lossy slot may be overwritten under a view: recv keeps pk_recv's checked copy."""
+
+        def boom(*args: object) -> int:
+            raise AssertionError("the view path was taken")
+
+        monkeypatch.setattr(_pipe_ends, "_view", boom)
+        with Pipe.create(names(), slot_size=1 << 17, slots=2, lossy=True) as p:
+            w, r = p.writer(), p.reader()
+            assert not r._one_copy
+            w.send(b"z" * 100_000)
+            assert r.recv(timeout=1) == b"z" * 100_000
