@@ -38,15 +38,20 @@ def names() -> Iterator[PipeNames]:
         yield n
 
 
+def forbid(monkeypatch: pytest.MonkeyPatch, *calls: str) -> None:
+    """Make these bound core calls of ``pykernel._pipe_ends`` fail loudly if made."""
+    for name in calls:
+
+        def boom(*args: object, _name: str = name) -> int:
+            raise AssertionError(f"{_name} was called")
+
+        monkeypatch.setattr(_pipe_ends, name, boom)
+
+
 @pytest.fixture
 def no_full_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the full cffi send/recv fail loudly: only the fast path may carry messages."""
-
-    def boom(*args: object) -> int:
-        raise AssertionError("the full call was made")
-
-    for name in ("_send", "_recv_len"):
-        monkeypatch.setattr(_pipe_ends, name, boom)
+    forbid(monkeypatch, "_send", "_recv_len")
 
 
 class TestFastPathCarries:
@@ -224,11 +229,7 @@ class TestOneCopyRecv:
         self, names: PipeNames, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """100 KiB and 1 MiB arrive intact without the copying call; small ones go fast."""
-
-        def boom(*args: object) -> int:
-            raise AssertionError("the copying recv was made")
-
-        monkeypatch.setattr(_pipe_ends, "_recv_len", boom)
+        forbid(monkeypatch, "_recv_len")
         msgs = [bytes([i]) * n for i, n in enumerate([100_000, 1 << 20, 10, 65_536, 65_537])]
         with Pipe.create(names(), slot_size=1 << 20, slots=4) as p:
             w, r = p.writer(), p.reader()
@@ -262,11 +263,7 @@ class TestOneCopyRecv:
         self, names: PipeNames, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A lossy slot may be overwritten under a view: recv keeps pk_recv's checked copy."""
-
-        def boom(*args: object) -> int:
-            raise AssertionError("the view path was taken")
-
-        monkeypatch.setattr(_pipe_ends, "_view", boom)
+        forbid(monkeypatch, "_view")
         with Pipe.create(names(), slot_size=1 << 17, slots=2, lossy=True) as p:
             w, r = p.writer(), p.reader()
             assert not r._one_copy
