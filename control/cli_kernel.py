@@ -38,12 +38,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from control.kernel import DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE, Kernel, KernelError
-from control.plan import build_plan
 from pykernel._progress import Progress
 from pykernel._supervise import ExecutorStatus, ServiceState, ServiceStatus
+
+if TYPE_CHECKING:  # the kernel and plan load when `up` runs: `pykernel` starts fast
+    from control.kernel import Kernel
 
 EXIT_SERVER_FAILED = 6
 HOSTESS_DB = "hostess.sqlite"
@@ -65,10 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("file", metavar="FILE", help="the YAML wiring file")
     up.add_argument("--run-dir", type=Path, default=None,
                     help="logs and lock (default: $XDG_RUNTIME_DIR/pykernel/SYSTEM)")
-    up.add_argument("--ready-timeout", type=_seconds, default=DEFAULT_READY_TIMEOUT,
-                    metavar="S", help="seconds a server has to attach its terminals")
-    up.add_argument("--grace", type=_seconds, default=DEFAULT_STOP_GRACE, metavar="S",
-                    help="seconds between SIGTERM and SIGKILL at shutdown")
+    up.add_argument("--ready-timeout", type=_seconds, default=None, metavar="S",
+                    help="seconds a server has to attach its terminals (default 10)")
+    up.add_argument("--grace", type=_seconds, default=None, metavar="S",
+                    help="seconds between SIGTERM and SIGKILL at shutdown (default 5)")
     up.add_argument("--no-fork", dest="fork", action="store_false",
                     help="exec a fresh interpreter per Python server instead of forking "
                          "the (already warm) kernel")
@@ -254,9 +255,14 @@ class _StopRequest(Exception):
 
 
 def _up(args: argparse.Namespace) -> int:
+    from control.kernel import DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE, Kernel, KernelError
+    from control.plan import build_plan
+
     plan = build_plan(args.file)
-    kernel = Kernel(plan, run_dir=args.run_dir, ready_timeout=args.ready_timeout,
-                    stop_grace=args.grace, fork_python=args.fork)
+    ready = DEFAULT_READY_TIMEOUT if args.ready_timeout is None else args.ready_timeout
+    grace = DEFAULT_STOP_GRACE if args.grace is None else args.grace
+    kernel = Kernel(plan, run_dir=args.run_dir, ready_timeout=ready, stop_grace=grace,
+                    fork_python=args.fork)
     reporter = _Reporter(kernel, args.json_status, sys.stdout, sys.stderr)
     kernel.subscribe(reporter.changed)
     stop = threading.Event()

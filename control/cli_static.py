@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from control.lint import LintReport, lint_file
-from control.plan import Plan, build_plan
 from pykernel.cli import add_json_flag, emit
+
+if TYPE_CHECKING:
+    from control.lint import LintReport
+    from control.plan import Plan
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _lint(args: argparse.Namespace) -> int:
+    from control.lint import lint_file  # loaded when the verb runs: `pykernel` starts fast
+
     report = lint_file(args.file)
     emit(args, report.to_dict(), lambda _: render_report(report))
     return 0 if report.ok else 1
@@ -53,6 +58,8 @@ def render_report(report: LintReport) -> str:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from control.plan import build_plan  # loaded when the verb runs: `pykernel` starts fast
+
     plan = build_plan(args.file)
     if args.json:
         sys.stdout.write(plan.to_json())

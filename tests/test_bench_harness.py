@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pykernel._cli_bench import register
 from pykernel._errors import UsageError
 from pykernel.bench import CASES, BenchConfig, BenchError, Transport, render, run_bench, run_case
 from pykernel.bench._cases import Case
@@ -32,7 +33,6 @@ from pykernel.bench._pykernel import (
     PykernelZeroCopy,
 )
 from pykernel.bench._transport import Channel, Receiver, Sender
-from pykernel.bench.cli import register
 from pykernel.cli import _Parser
 
 CASE = {c.key: c for c in CASES}

@@ -40,7 +40,7 @@ def expectations(file: Path) -> set[tuple[str, int, str, str]]:
 def run_cli(argv: list[str]) -> int:
     """Run ``pykernel`` in-process with only this package's verbs loaded."""
     original = pykernel.cli._load_verbs
-    pykernel.cli._load_verbs = register  # type: ignore[assignment]
+    pykernel.cli._load_verbs = lambda sub, verb: register(sub)  # type: ignore[assignment]
     try:
         return pykernel.cli.main(argv)
     finally:

@@ -1,12 +1,14 @@
-"""``pykernel bench [--quick] [--json] [--peers ...] [--sizes ...]``."""
+"""``pykernel bench [--quick] [--json] [--peers ...] [--sizes ...]``.
+
+Outside the ``pykernel.bench`` package, and importing it only when the verb runs, so that
+building the ``pykernel`` parser does not load the harness (numpy, every peer adapter).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from pykernel._progress import Progress
-from pykernel.bench import BenchConfig, parse_size, render, render_markdown, run_bench
 from pykernel.cli import add_json_flag, emit
 
 
@@ -64,6 +66,9 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pykernel._progress import Progress
+    from pykernel.bench import BenchConfig, parse_size, render, render_markdown, run_bench
+
     config = BenchConfig.quick() if args.quick else BenchConfig()
     overrides = {"timeout": args.timeout, "repeat": args.repeat, "depth": args.depth}
     overrides = {k: v for k, v in overrides.items() if v is not None}
