@@ -75,10 +75,11 @@ def test_send_recv_64(record_machine, pipes) -> None:  # type: ignore[no-untyped
 
 def test_send_recv_64_full_call(record_machine, pipes) -> None:  # type: ignore[no-untyped-def]
     """The same pair through the full cffi calls alone (what the GIL-held fast path saves)."""
-    from pykernel import _pipe_ends as ends
+    from pykernel._pipe_reader import _recv_len as recv_len
+    from pykernel._pipe_writer import _send as send
 
     with _pipe(pipes, "full", slot_size=64, slots=256) as p, p.writer() as w, p.reader() as r:
-        send, recv_len, buf = ends._send, ends._recv_len, r._bufv
+        buf = r._bufv
 
         def pair() -> bytes:
             send(w._h, MSG, 64, 0)

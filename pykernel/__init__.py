@@ -29,9 +29,10 @@ from pykernel._errors import (
 )
 from pykernel._executor import Executor, builtin_services
 from pykernel._pipe import Pipe
-from pykernel._pipe_ends import Reader, Writer
 from pykernel._pipe_host import PipeInfo, clean_pipes, list_pipes
+from pykernel._pipe_reader import Reader
 from pykernel._pipe_stats import PipeStats, ReaderStats, WriterStats
+from pykernel._pipe_writer import Writer
 from pykernel._pipe_zero import Slot, View
 from pykernel._supervise import (
     BootError,

@@ -12,9 +12,10 @@ from typing import Any, Literal
 
 from pykernel._core import ffi, lib
 from pykernel._errors import ClosedError, GeometryError, PipeNameError, SegmentError
-from pykernel._pipe_ends import Reader, Writer
 from pykernel._pipe_errno import attach_error, segment_error
+from pykernel._pipe_reader import Reader
 from pykernel._pipe_stats import PipeStats, read_stats
+from pykernel._pipe_writer import Writer
 
 Shape = Literal["one", "multiplexer", "combiner"]
 

@@ -18,7 +18,8 @@ from pykernel._pipe_errno import transfer_error
 if TYPE_CHECKING:
     import numpy as np
 
-    from pykernel._pipe_ends import Reader, Writer
+    from pykernel._pipe_reader import Reader
+    from pykernel._pipe_writer import Writer
 
 _buffer = ffi.buffer
 _numpy: Any = None

@@ -26,7 +26,8 @@ from pykernel import (
     PykernelError,
     WriterGoneError,
     _fastcall,
-    _pipe_ends,
+    _pipe_reader,
+    _pipe_writer,
 )
 
 EAGAIN, EBADF, EINVAL = -errno.EAGAIN, -errno.EBADF, -errno.EINVAL
@@ -38,14 +39,19 @@ def names() -> Iterator[PipeNames]:
         yield n
 
 
+def home(name: str) -> object:
+    """The module whose end binds core call ``name`` (``_send``: the writer's ...)."""
+    return _pipe_writer if hasattr(_pipe_writer, name) else _pipe_reader
+
+
 def forbid(monkeypatch: pytest.MonkeyPatch, *calls: str) -> None:
-    """Make these bound core calls of ``pykernel._pipe_ends`` fail loudly if made."""
+    """Make these bound core calls of the writer/reader modules fail loudly if made."""
     for name in calls:
 
         def boom(*args: object, _name: str = name) -> int:
             raise AssertionError(f"{_name} was called")
 
-        monkeypatch.setattr(_pipe_ends, name, boom)
+        monkeypatch.setattr(home(name), name, boom)
 
 
 @pytest.fixture
@@ -76,13 +82,13 @@ class TestFastPathCarries:
         """Many laps of a small ring: full/empty turns go to the full call, order holds."""
         made = {"_send": 0, "_recv_len": 0}
         for name in made:
-            real = getattr(_pipe_ends, name)
+            real = getattr(home(name), name)
 
             def counted(*args: object, _real: object = real, _name: str = name) -> int:
                 made[_name] += 1
                 return _real(*args)  # type: ignore[operator]
 
-            monkeypatch.setattr(_pipe_ends, name, counted)
+            monkeypatch.setattr(home(name), name, counted)
         with Pipe.create(names(), slot_size=16, slots=4) as p:
             w, r = p.writer(), p.reader()
             got: list[int] = []
