@@ -12,7 +12,6 @@ death of any process; only a power cut may lose the last few.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -33,31 +32,24 @@ from control.hostess.errors import (
 )
 from control.hostess.identity import Identity
 from control.hostess.lease import Lease
+from control.hostess.load import load_guests
 from control.hostess.query import Query, parse, to_signed
 from control.hostess.records import (
     Allocation,
     Connection,
     Connectome,
     Guest,
-    Terminal,
     TerminalSpec,
-    Use,
     check_metadata,
     check_tags,
     check_terminals,
 )
 from control.hostess.schema import MIGRATIONS, Migration, migrate
 
-_CHUNK = 500  # bound on SQL parameters per IN (...) list
-
 MAX_LIMIT = 9_999_999
 """Largest ``limit`` a query takes: the HTTP API's bound, so Python, CLI and HTTP agree
 (SQLite's LIMIT is a signed 64-bit integer: larger Python ints failed inside SQLite)."""
 
-_GUEST_COLUMNS = (
-    "g.id, g.uuid, g.fqdn, g.servername, g.class, g.owner, g.auth_flag, g.auth_mechanism, "
-    "g.pid, g.pid_start, g.expires, g.registered, g.metadata"
-)
 
 
 def _as_query(expr: str | Query) -> Query:
@@ -239,7 +231,7 @@ class Hostess:
                 "INSERT INTO tags (tag, guest_id) VALUES (?, ?)",
                 [(tag, guest_id) for tag in tag_list],
             )
-            return self._load(db, f"g.id = {int(guest_id)}", ())[0]
+            return load_guests(db, f"g.id = {int(guest_id)}", ())[0]
 
     def leave(self, uuid: str | uuidlib.UUID) -> None:
         """Remove a guest (a server at its stop); its terminals' uses go with it.
@@ -295,7 +287,7 @@ class Hostess:
         """
         key = as_uuid(uuid)
         with self._read() as db:
-            found = self._load(db, "g.uuid = ?", (key,))
+            found = load_guests(db, "g.uuid = ?", (key,))
         if not found:
             raise NotFoundError(f"no guest with uuid {key}")
         return found[0]
@@ -321,7 +313,7 @@ class Hostess:
         else:
             where += " ORDER BY g.id"
         with self._read() as db:
-            return self._load(db, where, params)
+            return load_guests(db, where, params)
 
     def count(self, expr: str | Query = "") -> int:
         """Return how many guests match a filter expression.
@@ -335,60 +327,6 @@ class Hostess:
             return int(
                 db.execute(f"SELECT count(*) FROM guests g WHERE {where}", params).fetchone()[0]
             )
-
-    @staticmethod
-    def _load(db: sqlite3.Connection, where: str, params: Sequence[object]) -> list[Guest]:
-        rows = db.execute(f"SELECT {_GUEST_COLUMNS} FROM guests g WHERE {where}", params).fetchall()
-        if not rows:
-            return []
-        ids = [row[0] for row in rows]
-        terminals: dict[int, list[tuple[Any, ...]]] = {i: [] for i in ids}
-        tags: dict[int, list[str]] = {i: [] for i in ids}
-        uses: dict[int, list[Use]] = {}
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for row in db.execute(
-                "SELECT guest_id, id, name, direction, message_size FROM terminals "
-                f"WHERE guest_id IN ({marks}) ORDER BY id",
-                chunk,
-            ):
-                terminals[row[0]].append(row[1:])
-            for tag, gid in db.execute(
-                f"SELECT tag, guest_id FROM tags WHERE guest_id IN ({marks}) ORDER BY tag", chunk
-            ):
-                tags[gid].append(tag)
-            for tid, holder, allocation, connection, since in db.execute(
-                "SELECT u.terminal_id, u.holder, u.allocation, u.connection, u.since "
-                f"FROM uses u JOIN terminals t ON t.id = u.terminal_id "
-                f"WHERE t.guest_id IN ({marks}) ORDER BY u.id",
-                chunk,
-            ):
-                uses.setdefault(tid, []).append(Use(holder, allocation, connection, since))
-        guests = []
-        for gid, uid, fqdn, server, klass, owner, flag, mech, pid, start, exp, reg, meta in rows:
-            guests.append(
-                Guest(
-                    identity=Identity.trusted(
-                        fqdn,
-                        server,
-                        klass & 0xFFFF_FFFF_FFFF_FFFF,
-                        owner,
-                        bool(flag),
-                        mech,
-                        uuidlib.UUID(uid),
-                    ),
-                    terminals=tuple(
-                        Terminal(name, direction, size, tuple(uses.get(tid, ())))
-                        for tid, name, direction, size in terminals[gid]
-                    ),
-                    tags=tuple(tags[gid]),
-                    metadata={} if meta == "{}" else _json_loads(meta),
-                    lease=Lease(pid, start, exp),
-                    registered=reg,
-                )
-            )
-        return guests
 
     # -- allocation and the connectome ------------------------------------------------
 
@@ -504,8 +442,3 @@ class Hostess:
         """Return the connectome as Hostess holds it (read back from the terminals)."""
         with self._read() as db:
             return _alloc.connectome(db)
-
-
-def _json_loads(text: str) -> dict[str, Any]:
-    value = json.loads(text)
-    return value if isinstance(value, dict) else {}
