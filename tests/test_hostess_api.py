@@ -326,6 +326,7 @@ class TestExports:
                 "InsufficientError",
                 "Lease",
                 "NotFoundError",
+                "Page",
                 "Query",
                 "QueryError",
                 "SchemaError",

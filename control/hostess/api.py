@@ -88,8 +88,11 @@ def _list_guests(h: Hostess, q: dict[str, str], _b: Payload, _a: tuple[str, ...]
     if not re.fullmatch(r"[1-9][0-9]{0,6}", limit):
         raise InputError("query.limit", f"{limit!r} must be an integer in [1, 9999999]")
     h.expire()
-    guests = h.query(q.get("q", ""), limit=int(limit))
-    return 200, {"guests": [g.to_dict() for g in guests], "count": len(guests)}
+    try:
+        page = h.page(q.get("q", ""), limit=int(limit), after=q.get("after"))
+    except InputError as exc:
+        raise InputError(f"query.{exc.where}", exc.reason) from None
+    return 200, page.to_dict()
 
 
 def _register(h: Hostess, _q: dict[str, str], body: Payload, _a: tuple[str, ...]) -> Response:
@@ -173,7 +176,7 @@ ROUTES: tuple[tuple[str, re.Pattern[str], Mapping[str, _Handler], frozenset[str]
             "/guests",
             "/guests",
             {"GET": _list_guests, "POST": _register},
-            {"q", "limit"},
+            {"q", "limit", "after"},
         ),
         ("/guests/{uuid}", f"/guests/{_SEGMENT}", {"GET": _get_guest, "DELETE": _leave}, ()),
         ("/guests/{uuid}/heartbeat", f"/guests/{_SEGMENT}/heartbeat", {"POST": _heartbeat}, ()),
@@ -292,7 +295,10 @@ def _op(
 OPENAPI_PATHS: dict[str, Payload] = {
     f"{PREFIX}/guests": {
         "get": _op(
-            "List guests matching a filter (q: the filter expression)", 200, params=("q", "limit")
+            "List guests matching a filter, a page at a time (q: the filter expression; "
+            "after: the previous page's next)",
+            200,
+            params=("q", "limit", "after"),
         ),
         "post": _op(
             "Register a guest",

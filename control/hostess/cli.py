@@ -74,6 +74,8 @@ def _render_guests(data: dict[str, Any]) -> str:
         tags = f" [{', '.join(guest['tags'])}]" if guest["tags"] else ""
         lines.append(f"{guest['identity']}{tags} {terminals}".rstrip())
     lines.append(f"{data['count']} guest(s)")
+    if data.get("next"):
+        lines.append(f"more: --after {data['next']}")
     return "\n".join(lines)
 
 
@@ -97,7 +99,9 @@ def _render_allocation(data: dict[str, Any]) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     with _open(args) as hostess, _filter_errors_in_one_line():
         hostess.expire()
-        emit(args, _guests(hostess.query(args.filter, limit=args.limit)), _render_guests)
+        limit = MAX_LIMIT if args.limit is None else args.limit
+        page = hostess.page(args.filter, limit=limit, after=args.after)
+        emit(args, page.to_dict(), _render_guests)
     return 0
 
 
@@ -209,6 +213,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         )
         sub.add_argument("--limit", type=int, default=None,
                          help=f"at most this many guests (1 to {MAX_LIMIT})")
+        sub.add_argument("--after", metavar="CURSOR", default=None,
+                         help="start after the page that printed this 'next' cursor")
 
     sub = verb("allocate", "take free terminals (or whole guests) matching a filter", _cmd_allocate)
     sub.add_argument("filter", help="filter expression")

@@ -20,15 +20,23 @@ GUEST_COLUMNS = (
 )
 
 
-def load_guests(db: sqlite3.Connection, where: str, params: Sequence[object]) -> list[Guest]:
+def load_guests(
+    db: sqlite3.Connection,
+    where: str,
+    params: Sequence[object],
+    ids_out: list[int] | None = None,
+) -> list[Guest]:
     """Return the guests of ``SELECT ... FROM guests g WHERE {where}``, in that order.
 
     Terminals, tags and uses come in three queries per 500 guests, not one per guest.
+    ``ids_out``, when given, receives the guests' row ids (in the same order).
     """
     rows = db.execute(f"SELECT {GUEST_COLUMNS} FROM guests g WHERE {where}", params).fetchall()
     if not rows:
         return []
     ids = [row[0] for row in rows]
+    if ids_out is not None:
+        ids_out.extend(ids)
     terminals: dict[int, list[tuple[Any, ...]]] = {i: [] for i in ids}
     tags: dict[int, list[str]] = {i: [] for i in ids}
     uses: dict[int, list[Use]] = {}

@@ -242,6 +242,27 @@ class Guest:
 
 
 @dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a query: its guests, oldest first, and where the next page starts.
+
+    ``next`` is an opaque cursor to pass as ``after`` for the next page; None on the last
+    page. Paging is by key, so guests that arrive or leave meanwhile never shift a page:
+    every guest present throughout is seen exactly once.
+    """
+
+    guests: tuple[Guest, ...]
+    next: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the page as JSON-able data: guests, count, next."""
+        return {
+            "guests": [g.to_dict() for g in self.guests],
+            "count": len(self.guests),
+            "next": self.next,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Allocation:
     """Terminals taken together by one holder.
 

@@ -13,6 +13,7 @@ death of any process; only a power cut may lose the last few.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -39,6 +40,7 @@ from control.hostess.records import (
     Connection,
     Connectome,
     Guest,
+    Page,
     TerminalSpec,
     check_metadata,
     check_tags,
@@ -50,6 +52,19 @@ MAX_LIMIT = 9_999_999
 """Largest ``limit`` a query takes: the HTTP API's bound, so Python, CLI and HTTP agree
 (SQLite's LIMIT is a signed 64-bit integer: larger Python ints failed inside SQLite)."""
 
+
+
+def _checked_limit(limit: int) -> int:
+    if type(limit) is not int or not 1 <= limit <= MAX_LIMIT:
+        raise InputError("limit", f"{limit!r} must be an int in [1, {MAX_LIMIT}]")
+    return limit
+
+
+def _cursor(after: str) -> int:
+    """Return the row id a page cursor names (the decimal id of a page's last guest)."""
+    if type(after) is not str or not re.fullmatch(r"[0-9]{1,18}", after):
+        raise InputError("after", f"{after!r} is not a page cursor (a page's 'next' value)")
+    return int(after)
 
 
 def _as_query(expr: str | Query) -> Query:
@@ -307,13 +322,38 @@ class Hostess:
         query = _as_query(expr)
         where, params = query.guests_where()
         if limit is not None:
-            if type(limit) is not int or not 1 <= limit <= MAX_LIMIT:
-                raise InputError("limit", f"{limit!r} must be an int in [1, {MAX_LIMIT}]")
-            where += f" ORDER BY g.id LIMIT {limit}"
+            where += f" ORDER BY g.id LIMIT {_checked_limit(limit)}"
         else:
             where += " ORDER BY g.id"
         with self._read() as db:
             return load_guests(db, where, params)
+
+    def page(self, expr: str | Query = "", *, limit: int = 100, after: str | None = None) -> Page:
+        """Return one page of the guests matching a filter, oldest first.
+
+        Args:
+            expr: a filter (see :mod:`control.hostess.query`), or a compiled one.
+            limit: at most this many guests on the page.
+            after: the ``next`` cursor of the previous page (None: the first page).
+
+        Raises:
+            QueryError: if the expression does not parse.
+            InputError: a ``limit`` outside [1, :data:`MAX_LIMIT`] or an ``after`` that is
+                not a cursor.
+
+        """
+        query = _as_query(expr)
+        where, params = query.guests_where()
+        where = f"({where})"
+        if after is not None:
+            where += f" AND g.id > {_cursor(after)}"
+        where += f" ORDER BY g.id LIMIT {_checked_limit(limit) + 1}"  # one more: is there a next?
+        ids: list[int] = []
+        with self._read() as db:
+            guests = load_guests(db, where, params, ids)
+        if len(guests) <= limit:
+            return Page(tuple(guests), None)
+        return Page(tuple(guests[:limit]), str(ids[limit - 1]))
 
     def count(self, expr: str | Query = "") -> int:
         """Return how many guests match a filter expression.
