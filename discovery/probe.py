@@ -253,9 +253,11 @@ class UdpEchoServer:
             except OSError:
                 return
             if len(data) == ECHO_SIZE and data.startswith(ECHO_MAGIC):
-                with contextlib.suppress(OSError):
+                self.answered += 1  # before the reply: whoever has the reply sees it counted
+                try:
                     self._sock.sendto(data, peer)
-                    self.answered += 1
+                except OSError:
+                    self.answered -= 1
             else:
                 self.ignored += 1
 
