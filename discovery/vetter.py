@@ -3,8 +3,9 @@
 It is a :class:`~discovery.neighbors.NeighborListener`: a new neighbor with hints is
 vetted in a worker thread; a changed neighbor loses its candidate and is vetted again; a
 removed one loses its candidate. :meth:`Vetter.tick` re-vets neighbors whose candidate
-expired, and retries failed ones after ``retry_interval``. A result that arrives after its
-neighbor changed or vanished is thrown away (a generation number per key).
+expired or nears its expiry, and retries failed ones after ``retry_interval``. A result
+that arrives after its neighbor changed or vanished is thrown away (a generation number
+per key).
 """
 
 from __future__ import annotations
@@ -112,10 +113,17 @@ class Vetter:
     # -- periodic -----------------------------------------------------------------------
 
     def tick(self, neighbors: Iterable[Neighbor]) -> None:
-        """Re-vet neighbors without a live candidate whose last try is old enough."""
+        """Re-vet neighbors without a live candidate whose last try is old enough.
+
+        A candidate in the last quarter of its life is re-vetted too, while it still
+        counts: a peer that passes again is renewed in place (its Hostess lease extended)
+        instead of dropping out between expiry and the next vet; one that fails is dropped.
+        """
         self.cache.expire()
+        renew_before = self._clock() + self._ttl / 4
         for n in neighbors:
-            if self.cache.get(n.key) is None:
+            c = self.cache.get(n.key)
+            if c is None or c.expires_at <= renew_before:
                 self._schedule(n)
 
     def close(self) -> None:

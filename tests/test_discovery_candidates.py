@@ -162,6 +162,26 @@ class TestVetter:
 
 
 class TestCache:
+    def test_a_candidate_is_renewed_before_it_expires(self, peer: Hints) -> None:
+        """In the last quarter of its life the candidate is re-vetted and replaced in
+        place: the listener sees a second "added" and never a "dropped"."""
+        vetter, cache, events = make(candidate_ttl=2.0)
+        key = ("lo", "02:00:00:00:00:01", "eth0")
+        try:
+            n = neighbor(peer)
+            vetter.neighbor_added(n)
+            first = wait(lambda: cache.get(key))
+            vetter.tick([n])  # fresh: nothing to do
+            time.sleep(0.05)
+            assert cache.get(key) is first and events.log == [("added", "peer:kernel")]
+            wait(lambda: time.time() >= first.expires_at - 0.5, timeout=5)
+            vetter.tick([n])  # the last quarter: re-vet now, while it still counts
+            renewed = wait(lambda: (c := cache.get(key)) is not None and c is not first and c)
+            assert renewed.expires_at > first.expires_at
+            assert events.log == [("added", "peer:kernel"), ("added", "peer:kernel")]
+        finally:
+            vetter.close()
+
     def test_expiry(self) -> None:
         """Candidates expire at their expiry time and the listener is told."""
         clock, events = Clock(), Events()
