@@ -45,6 +45,9 @@ static int rl_holder_alive(pk_pipe *p, uint64_t word)
         return 1; /* changed hands meanwhile: look again at the next tick */
     if (ns != 0 && ns != pk_self_pidns())
         return 1; /* another pid namespace: its pids are not ours to judge */
+    /* ns 0: the holder took the lock an instant ago and has not published its namespace
+     * (then it is alive, and found so below), or died in that instant: judged from here,
+     * which misjudges only a holder of another namespace dying in those nanoseconds. */
     int32_t pid = (int32_t)(word & RL_LOW);
     if (!pk_pid_alive(pid, 0))
         return 0;
