@@ -307,6 +307,17 @@ int pk_recv_batch(pk_reader *r, char *buf, uint64_t cap, uint32_t *lens, uint32_
     return (int)got;
 }
 
+/* The message at pos is ready: hand it out until pk_release. */
+static int open_view(pk_reader *r, const void **data, uint32_t *len)
+{
+    pk_slot *s = pk_slot_at(r->p, r->pos);
+    uint32_t n = pk_ld_rlx(&s->len); /* ordered after ready()'s load-acquire of seq */
+    *data = pk_payload(s);
+    *len = n > r->p->slot_size ? r->p->slot_size : n; /* lossy torn len: caught at release */
+    r->viewing = 1;
+    return 1;
+}
+
 int pk_view(pk_reader *r, const void **data, uint32_t *len, int64_t timeout_ns)
 {
     if (!r)
@@ -318,12 +329,16 @@ int pk_view(pk_reader *r, const void **data, uint32_t *len, int64_t timeout_ns)
         if (rc <= 0)
             return rc;
     }
-    pk_slot *s = pk_slot_at(r->p, r->pos);
-    uint32_t n = pk_ld_rlx(&s->len); /* ordered after ready()'s load-acquire of seq */
-    *data = pk_payload(s);
-    *len = n > r->p->slot_size ? r->p->slot_size : n; /* lossy torn len: caught at release */
-    r->viewing = 1;
-    return 1;
+    return open_view(r, data, len);
+}
+
+int pk_view_try(pk_reader *r, const void **data, uint32_t *len)
+{
+    if (!r)
+        return -EBADF;
+    if (r->viewing || !ready(r)) /* an open view (an error) is left to pk_view */
+        return -EAGAIN;
+    return open_view(r, data, len);
 }
 
 int pk_release(pk_reader *r)

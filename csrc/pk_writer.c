@@ -278,6 +278,15 @@ uint32_t pk_writer_index(const pk_writer *w) { return w ? w->index : 0; }
 
 uint64_t pk_writer_late_wakeups(const pk_writer *w) { return w ? w->late_wakeups : 0; }
 
+/* Position `pos` is ours (owned or claimed): hand its payload out for writing. */
+static int hold_reserved(pk_writer *w, uint64_t pos, void **data)
+{
+    w->reserved = pos;
+    w->has_reserved = 1;
+    *data = begin_slot(w->p, pos);
+    return 1;
+}
+
 int pk_reserve(pk_writer *w, void **data, int64_t timeout_ns)
 {
     if (!w)
@@ -301,10 +310,26 @@ int pk_reserve(pk_writer *w, void **data, int64_t timeout_ns)
                 return rc;
         }
     }
-    w->reserved = pos;
-    w->has_reserved = 1;
-    *data = begin_slot(p, pos);
-    return 1;
+    return hold_reserved(w, pos, data);
+}
+
+int pk_reserve_try(pk_writer *w, void **data)
+{
+    if (!w)
+        return -EBADF;
+    pk_pipe *p = w->p;
+    /* An open reservation (an error) and a lossy combiner's previous-lap wait are left to
+     * pk_reserve, as in pk_send_try. */
+    if (w->has_reserved || (p->lossy && p->shape == PK_SHAPE_COMBINER))
+        return -EAGAIN;
+    uint64_t pos = w->pos;
+    if (p->shape == PK_SHAPE_COMBINER) {
+        if (claim(w, 1, &pos) == 0)
+            return -EAGAIN;
+    } else if (!p->lossy && free_at(w, pos) == 0) {
+        return -EAGAIN;
+    }
+    return hold_reserved(w, pos, data);
 }
 
 static void finish_reserved(pk_writer *w, uint32_t len)

@@ -136,6 +136,8 @@ int pk_send_strided(pk_writer *w, const char *data, uint32_t stride, uint32_t le
  * waits, counts and reports. Never sleeps, so a caller may hold a lock (Python's GIL). */
 int pk_send_try(pk_writer *w, const char *data, uint32_t len);
 int pk_reserve(pk_writer *w, void **data, int64_t timeout_ns);
+/* pk_reserve when a slot is free now; -EAGAIN (nothing done or counted) otherwise. */
+int pk_reserve_try(pk_writer *w, void **data);
 int pk_commit(pk_writer *w, uint32_t len);
 int pk_abort(pk_writer *w);
 
@@ -157,6 +159,8 @@ int64_t pk_recv_try(pk_reader *r, char *buf, uint32_t cap);
 int pk_recv_batch(pk_reader *r, char *buf, uint64_t cap, uint32_t *lens, uint32_t max_n,
                   int64_t timeout_ns);
 int pk_view(pk_reader *r, const void **data, uint32_t *len, int64_t timeout_ns);
+/* pk_view when a message is there now; -EAGAIN (nothing done or counted) otherwise. */
+int pk_view_try(pk_reader *r, const void **data, uint32_t *len);
 int pk_release(pk_reader *r);
 /* cdef-end */
 

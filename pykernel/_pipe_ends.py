@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykernel._core import ffi, lib
 from pykernel._errors import ClosedError, PipeArgumentError
-from pykernel._fastcall import bind as _bind_fast  # send/recv are imported by each end
+from pykernel._fastcall import bind as _bind_fast  # the calls are imported by each end
 
 if TYPE_CHECKING:
     from pykernel._pipe import Pipe
@@ -24,8 +24,18 @@ if TYPE_CHECKING:
 _from_buffer = ffi.from_buffer
 _NULL = ffi.NULL
 _bind_fast(
-    int(ffi.cast("uintptr_t", ffi.addressof(lib, "pk_send_try"))),
-    int(ffi.cast("uintptr_t", ffi.addressof(lib, "pk_recv_try"))),
+    *(
+        int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+        for name in (
+            "pk_send_try",
+            "pk_recv_try",
+            "pk_reserve_try",
+            "pk_view_try",
+            "pk_commit",
+            "pk_abort",
+            "pk_release",
+        )
+    )
 )
 _FAST_MAX = 64 * 1024  # the fast path's largest message (fastcall.c: FAST_MAX)
 _BATCH_BYTES = 1 << 22  # recv_batch copies at most this much per call (at least one slot)

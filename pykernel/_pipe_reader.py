@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pykernel._core import ffi, lib
 from pykernel._errors import MessageSizeError, PipeArgumentError
 from pykernel._fastcall import recv as _try_recv
+from pykernel._fastcall import view as _try_view
 from pykernel._pipe_ends import (
     _BATCH_BYTES,
     _ETIMEDOUT,
@@ -265,12 +266,16 @@ class Reader(_End):
         """
         if self._view is not None:
             raise PipeArgumentError(f"pipe {self._name!r}: a view is still open")
-        rc = lib.pk_view(self._h, self._ptr, self._lenp, _wait_ns(timeout))
-        if rc != 1:
-            rc = _again(lib.pk_view, (self._h, self._ptr, self._lenp), timeout, rc)
-        if rc != 1:
-            raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
-        self._view = View(self, self._ptr[0], int(self._lenp[0]))
+        t = _wait_ns(timeout)  # a bad timeout fails first
+        mv = _try_view(self._hi)  # GIL held, when a message is there now
+        if type(mv) is not memoryview:
+            rc = _view(self._h, self._ptr, self._lenp, t)
+            if rc != 1:
+                rc = _again(_view, (self._h, self._ptr, self._lenp), timeout, rc)
+            if rc != 1:
+                raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
+            mv = memoryview(_buffer(self._ptr[0], self._lenp[0])).toreadonly()
+        self._view = View(self, mv)
         return self._view
 
     def _drop_open(self) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pykernel._core import ffi, lib
 from pykernel._errors import MessageSizeError, PipeArgumentError
+from pykernel._fastcall import reserve as _try_reserve
 from pykernel._fastcall import send as _try_send
 from pykernel._pipe_ends import (
     _EINTR,
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from pykernel._pipe import Pipe
 
 _send = lib.pk_send
+_reserve = lib.pk_reserve
+_buffer = ffi.buffer
 _send_batch = lib.pk_send_batch
 _send_strided = lib.pk_send_strided
 
@@ -198,18 +201,22 @@ class Writer(_End):
 
         """
         n = self._max if nbytes is None else nbytes
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= self._max:
+        if type(n) is not int or not 0 <= n <= self._max:  # bool is not int here
             raise MessageSizeError(
                 f"pipe {self._name!r}: reserve of {n!r} bytes, slot size is {self._max}"
             )
         if self._slot is not None:
             raise PipeArgumentError(f"pipe {self._name!r}: a reserved slot is still open")
-        rc = lib.pk_reserve(self._h, self._ptr, _wait_ns(timeout))
-        if rc != 1:
-            rc = _again(lib.pk_reserve, (self._h, self._ptr), timeout, rc)
-        if rc != 1:
-            raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
-        self._slot = Slot(self, self._ptr[0], n)
+        t = _wait_ns(timeout)  # a bad timeout fails first
+        mv = _try_reserve(self._hi, n)  # GIL held, when a slot is free now
+        if type(mv) is not memoryview:
+            rc = _reserve(self._h, self._ptr, t)
+            if rc != 1:
+                rc = _again(_reserve, (self._h, self._ptr), timeout, rc)
+            if rc != 1:
+                raise transfer_error(rc, name=self._name, reading=False, timeout=timeout)
+            mv = memoryview(_buffer(self._ptr[0], n))
+        self._slot = Slot(self, mv, n)
         return self._slot
 
     def _abort(self) -> None:

@@ -11,8 +11,9 @@ import math
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pykernel._core import ffi, lib
 from pykernel._errors import ClosedError, MessageSizeError
+from pykernel._fastcall import commit as _commit
+from pykernel._fastcall import release as _release
 from pykernel._pipe_errno import transfer_error
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from pykernel._pipe_reader import Reader
     from pykernel._pipe_writer import Writer
 
-_buffer = ffi.buffer
 _numpy: Any = None
 
 
@@ -34,8 +34,8 @@ def _np() -> Any:
     return _numpy
 
 
-def _array(raw: Any, nbytes: int, dtype: Any, shape: Any, what: str) -> np.ndarray:
-    """Return a numpy view of the cffi buffer ``raw`` as ``dtype`` in ``shape``.
+def _array(raw: memoryview, nbytes: int, dtype: Any, shape: Any, what: str) -> np.ndarray:
+    """Return a numpy view of the slot memory ``raw`` as ``dtype`` in ``shape``.
 
     ``shape`` None means as many items as fit. numpy itself refuses arrays larger than the
     buffer; that refusal becomes a MessageSizeError.
@@ -64,19 +64,16 @@ class Slot:
 
     """
 
-    __slots__ = ("_mv", "_raw", "_w", "nbytes")
+    __slots__ = ("_mv", "_w", "nbytes")
 
-    def __init__(self, writer: Writer, ptr: Any, nbytes: int) -> None:
+    def __init__(self, writer: Writer, mv: memoryview, nbytes: int) -> None:
         self._w: Writer | None = writer
-        self._raw = _buffer(ptr, nbytes)
-        self._mv: memoryview | None = None
+        self._mv = mv  # over the slot itself; released at commit/abort
         self.nbytes = nbytes
 
     @property
     def buffer(self) -> memoryview:
         """A writable memoryview of the ``nbytes`` reserved bytes inside the shared ring."""
-        if self._mv is None:
-            self._mv = memoryview(self._raw)
         return self._mv
 
     def array(self, dtype: Any, shape: int | tuple[int, ...]) -> np.ndarray:
@@ -86,16 +83,16 @@ class Slot:
             MessageSizeError: the array does not fit in the reserved bytes.
 
         """
-        return _array(self._raw, self.nbytes, dtype, shape, "slot")
+        return _array(self._mv, self.nbytes, dtype, shape, "slot")
 
     def commit(self, nbytes: int | None = None) -> None:
         """Publish the first ``nbytes`` bytes (default: the reserved size) as one message."""
         w = self._done()
         n = self.nbytes if nbytes is None else nbytes
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= self.nbytes:
+        if type(n) is not int or not 0 <= n <= self.nbytes:  # bool is not int here
             w._abort()
             raise MessageSizeError(f"commit of {n!r} bytes: reserved {self.nbytes}")
-        rc = lib.pk_commit(w._h, n)
+        rc = _commit(w._hi, n)  # never waits: with the GIL held
         if rc != 1:
             raise transfer_error(rc, name=w.pipe.name, reading=False, timeout=None)
 
@@ -109,10 +106,9 @@ class Slot:
             raise ClosedError("this slot was already committed or aborted")
         self._w = None
         w._slot = None
-        if self._mv is not None:
-            # A numpy view of it may still exist; the caller promised not to use it.
-            with contextlib.suppress(BufferError):
-                self._mv.release()
+        # A numpy view of it may still exist; the caller promised not to use it.
+        with contextlib.suppress(BufferError):
+            self._mv.release()
         return w
 
     def __enter__(self) -> Slot:
@@ -144,27 +140,22 @@ class View:
 
     """
 
-    __slots__ = ("_mv", "_r", "_raw", "nbytes", "valid")
+    __slots__ = ("_mv", "_r", "nbytes", "valid")
 
-    def __init__(self, reader: Reader, ptr: Any, nbytes: int) -> None:
+    def __init__(self, reader: Reader, mv: memoryview) -> None:
         self._r: Reader | None = reader
-        self._raw = _buffer(ptr, nbytes)
-        self._mv: memoryview | None = None
-        self.nbytes = nbytes
+        self._mv = mv  # read-only, over the slot itself; released at release()
+        self.nbytes = len(mv)
         self.valid = True
 
     @property
     def buffer(self) -> memoryview:
         """A read-only memoryview of the message inside the shared ring."""
-        if self._mv is None:
-            self._mv = memoryview(self._raw).toreadonly()
         return self._mv
 
     def array(self, dtype: Any, shape: int | tuple[int, ...] | None = None) -> np.ndarray:
         """Return a read-only numpy view of the message as ``dtype`` (all when no shape)."""
-        arr = _array(self._raw, self.nbytes, dtype, shape, "message")
-        arr.flags.writeable = False
-        return arr
+        return _array(self._mv, self.nbytes, dtype, shape, "message")  # read-only already
 
     def release(self) -> bool:
         """Consume the message and give its slot back; returns :attr:`valid`."""
@@ -173,10 +164,9 @@ class View:
             raise ClosedError("this view was already released")
         self._r = None
         r._view = None
-        if self._mv is not None:
-            with contextlib.suppress(BufferError):
-                self._mv.release()
-        rc = lib.pk_release(r._h)
+        with contextlib.suppress(BufferError):
+            self._mv.release()
+        rc = _release(r._hi)  # never waits: with the GIL held
         if rc < 0:
             raise transfer_error(rc, name=r.pipe.name, reading=True, timeout=None)
         self.valid = rc == 1

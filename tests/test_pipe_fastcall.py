@@ -221,10 +221,10 @@ class TestFastPathStepsAside:
             assert p.stats().writers[0].waits >= 1  # the send really slept in the full call
 
     def test_bind_refuses_nonsense(self) -> None:
-        """bind takes two non-null addresses."""
+        """bind takes seven non-null addresses."""
         with pytest.raises(ValueError, match="null function address"):
-            _fastcall.bind(0, 0)
-        with pytest.raises(TypeError, match="takes 2 addresses"):
+            _fastcall.bind(*[0] * 7)
+        with pytest.raises(TypeError, match="takes 7 addresses"):
             _fastcall.bind(1)
 
 
@@ -275,3 +275,82 @@ class TestOneCopyRecv:
             assert not r._one_copy
             w.send(b"z" * 100_000)
             assert r.recv(timeout=1) == b"z" * 100_000
+
+
+class TestZeroCopyFastPath:
+    """reserve/view hand out memoryviews over the slot with the GIL held; commit/release
+    never wait. Full pipes, empty pipes and lossy combiners take the full calls."""
+
+    @pytest.mark.parametrize("shape", ["one", "multiplexer", "combiner"])
+    def test_zero_copy_with_room_never_makes_the_full_call(
+        self, names: PipeNames, monkeypatch: pytest.MonkeyPatch, shape: str
+    ) -> None:
+        """Through buffers and numpy arrays, in all three shapes, many laps of a small ring."""
+        np = pytest.importorskip("numpy")
+        forbid(monkeypatch, "_reserve", "_view")
+        with Pipe.create(names(), slot_size=64, slots=4, shape=shape) as p:
+            w, r = p.writer(), p.reader()
+            for i in range(50):
+                with w.reserve(16) as slot:
+                    slot.array(np.uint32, 4)[:] = [i, i + 1, i + 2, i + 3]
+                with r.view() as v:
+                    assert v.array(np.uint32).tolist() == [i, i + 1, i + 2, i + 3]
+                    assert not v.array(np.uint32).flags.writeable and v.buffer.readonly
+            st = p.stats()
+            assert (st.written, st.writers[0].full, st.readers[0].waits) == (50, 0, 0)
+
+    def test_full_and_empty_take_the_full_calls(self, names: PipeNames) -> None:
+        """Full: the try refuses, reserve(timeout=0) raises PipeFull; empty: PipeEmpty."""
+        with Pipe.create(names(), slot_size=8, slots=2) as p:
+            w, r = p.writer(), p.reader()
+            assert _fastcall.view(r._hi) == EAGAIN
+            with pytest.raises(PipeEmpty):
+                r.view(timeout=0)
+            w.send(b"1")
+            w.send(b"2")
+            assert _fastcall.reserve(w._hi, 8) == EAGAIN
+            assert p.stats().writers[0].full == 0
+            with pytest.raises(PipeFull):
+                w.reserve(8, timeout=0)
+            assert p.stats().writers[0].full == 1
+            with r.view() as v:
+                assert bytes(v.buffer) == b"1"
+
+    def test_buffers_die_with_their_slot_and_view(self, names: PipeNames) -> None:
+        """After commit/release the memoryviews over the ring are released: no stale access."""
+        with Pipe.create(names(), slot_size=8, slots=2) as p:
+            w, r = p.writer(), p.reader()
+            slot = w.reserve(3)
+            slot.buffer[:] = b"abc"
+            buf = slot.buffer
+            slot.commit()
+            with pytest.raises(ValueError, match="released"):
+                buf[0]
+            view = r.view()
+            vbuf = view.buffer
+            assert bytes(vbuf) == b"abc" and view.nbytes == 3
+            view.release()
+            with pytest.raises(ValueError, match="released"):
+                vbuf[0]
+
+    def test_lossy_combiner_reserve_takes_the_full_call(self, names: PipeNames) -> None:
+        """A lossy combiner may wait for a slot's previous lap: never in the try."""
+        with Pipe.create(names(), slot_size=8, slots=4, shape="combiner", lossy=True) as p:
+            w, r = p.writer(), p.reader()
+            assert _fastcall.reserve(w._hi, 8) == EAGAIN
+            with w.reserve(1) as slot:
+                slot.buffer[:] = b"z"
+            assert r.recv() == b"z"
+
+    def test_closed_ends_are_refused(self, names: PipeNames) -> None:
+        """A closed end (handle 0) is EBADF in the try and ClosedError from the API."""
+        with Pipe.create(names(), slot_size=8, slots=2) as p:
+            w, r = p.writer(), p.reader()
+            w.close()
+            r.close()
+            assert _fastcall.reserve(w._hi, 1) == EBADF and _fastcall.view(r._hi) == EBADF
+            assert _fastcall.commit(0, 1) == EBADF and _fastcall.release(0) == EBADF
+            with pytest.raises(ClosedError):
+                w.reserve(1)
+            with pytest.raises(ClosedError):
+                r.view()

@@ -29,7 +29,9 @@ static void *writer(void *a) {
         int rc;
         if (i % 3 == 0) {
             void *dst;
-            rc = pk_reserve(w, &dst, -1);
+            rc = pk_reserve_try(w, &dst); /* as Python reserves: try, then the full call */
+            if (rc == -EAGAIN)
+                rc = pk_reserve(w, &dst, -1);
             if (rc == 1) { memcpy(dst, buf, len); rc = pk_commit(w, len); }
         } else if (i % 3 == 1) {
             rc = pk_send(w, buf, len, -1);
@@ -54,8 +56,17 @@ static void *reader(void *a) {
     char buf[64]; uint32_t len;
     while (total < (long)nw * N) {
         int rc = 1;
-        int64_t got = total % 2 ? pk_recv_try(r, buf, sizeof buf) : -EAGAIN; /* as Python */
-        if (got >= 0)
+        int64_t got = total % 3 == 1 ? pk_recv_try(r, buf, sizeof buf) : -EAGAIN; /* as Python */
+        if (total % 3 == 2) { /* zero-copy, as Python views: try, then the full call */
+            const void *data;
+            rc = pk_view_try(r, &data, &len);
+            if (rc == -EAGAIN)
+                rc = pk_view(r, &data, &len, 5000000000LL);
+            if (rc == 1) {
+                memcpy(buf, data, len < sizeof buf ? len : sizeof buf);
+                rc = pk_release(r);
+            }
+        } else if (got >= 0)
             len = (uint32_t)got;
         else if (got == -EAGAIN)
             rc = pk_recv(r, buf, sizeof buf, &len, 5000000000LL);

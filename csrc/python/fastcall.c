@@ -6,8 +6,10 @@
  * call directly (METH_FASTCALL, GIL held, no conversion beyond two integers) through the
  * core's non-waiting entries pk_send_try / pk_recv_try. Anything else -- a wait, an error,
  * a large message -- returns an int and Python makes the full cffi call, which releases the
- * GIL, waits, counts and raises. One copy of the core: the function pointers come from
- * pykernel._core (bind), so both modules run the same code on the same handles.
+ * GIL, waits, counts and raises. The zero-copy calls go the same way: reserve/view hand out
+ * memoryviews straight over the slot; commit/release never wait, so they always run here.
+ * One copy of the core: the function pointers come from pykernel._core (bind), so both
+ * modules run the same code on the same handles.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -19,29 +21,55 @@
 
 typedef int (*send_try_fn)(void *w, const char *data, uint32_t len);
 typedef int64_t (*recv_try_fn)(void *r, char *buf, uint32_t cap);
+typedef int (*reserve_try_fn)(void *w, void **data);
+typedef int (*view_try_fn)(void *r, const void **data, uint32_t *len);
+typedef int (*end_fn)(void *end); /* pk_abort, pk_release */
+typedef int (*commit_fn)(void *w, uint32_t len);
 
 static send_try_fn send_try;
 static recv_try_fn recv_try;
+static reserve_try_fn reserve_try;
+static view_try_fn view_try;
+static commit_fn commit;
+static end_fn abort_reserved;
+static end_fn release;
+
+enum { N_BOUND = 7 };
 
 static PyObject *fc_bind(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "bind(send_try, recv_try) takes 2 addresses");
+    if (nargs != N_BOUND) {
+        PyErr_SetString(PyExc_TypeError, "bind(send_try, recv_try, reserve_try, view_try, "
+                                         "commit, abort, release) takes 7 addresses");
         return NULL;
     }
-    void *s = PyLong_AsVoidPtr(args[0]);
-    if (PyErr_Occurred())
-        return NULL;
-    void *r = PyLong_AsVoidPtr(args[1]);
-    if (PyErr_Occurred())
-        return NULL;
-    if (!s || !r) {
-        PyErr_SetString(PyExc_ValueError, "bind: a null function address");
-        return NULL;
+    void *fn[N_BOUND];
+    for (int i = 0; i < N_BOUND; i++) {
+        fn[i] = PyLong_AsVoidPtr(args[i]);
+        if (PyErr_Occurred())
+            return NULL;
+        if (!fn[i]) {
+            PyErr_SetString(PyExc_ValueError, "bind: a null function address");
+            return NULL;
+        }
     }
-    send_try = (send_try_fn)s;
-    recv_try = (recv_try_fn)r;
+    send_try = (send_try_fn)fn[0];
+    recv_try = (recv_try_fn)fn[1];
+    reserve_try = (reserve_try_fn)fn[2];
+    view_try = (view_try_fn)fn[3];
+    commit = (commit_fn)fn[4];
+    abort_reserved = (end_fn)fn[5];
+    release = (end_fn)fn[6];
     Py_RETURN_NONE;
+}
+
+/* The end (writer or reader) an int argument names; NULL (no exception) when closed. */
+static void *end_of(PyObject *arg)
+{
+    void *end = PyLong_AsVoidPtr(arg);
+    if (!end)
+        PyErr_Clear();
+    return end;
 }
 
 /* send(writer, data) -> 1 sent, or a negative errno: then make the full call. */
@@ -96,9 +124,81 @@ static PyObject *fc_recv(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     return PyBytes_FromStringAndSize(buf, (Py_ssize_t)n);
 }
 
+/* reserve(writer, n) -> a writable memoryview of the n bytes of a free slot, or -errno
+ * (then the full call). The view points into the ring: Slot releases it at commit. */
+static PyObject *fc_reserve(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !reserve_try)
+        return PyLong_FromLong(-EINVAL);
+    void *w = end_of(args[0]);
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (!w || n < 0) {
+        PyErr_Clear();
+        return PyLong_FromLong(-EBADF);
+    }
+    void *data;
+    int rc = reserve_try(w, &data);
+    if (rc != 1)
+        return PyLong_FromLong(rc);
+    PyObject *view = PyMemoryView_FromMemory(data, n, PyBUF_WRITE);
+    if (!view)
+        abort_reserved(w); /* no Slot will exist to commit or abort it */
+    return view;
+}
+
+/* view(reader) -> a read-only memoryview of the next message, or -errno (the full call). */
+static PyObject *fc_view(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !view_try)
+        return PyLong_FromLong(-EINVAL);
+    void *r = end_of(args[0]);
+    if (!r)
+        return PyLong_FromLong(-EBADF);
+    const void *data;
+    uint32_t len;
+    int rc = view_try(r, &data, &len);
+    if (rc != 1)
+        return PyLong_FromLong(rc);
+    PyObject *view = PyMemoryView_FromMemory((char *)data, len, PyBUF_READ);
+    if (!view)
+        release(r); /* no View will exist to release it: the message is consumed */
+    return view;
+}
+
+/* commit(writer, n) / release(reader) -> the core's result; neither ever waits. */
+static PyObject *fc_commit(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !commit)
+        return PyLong_FromLong(-EINVAL);
+    void *w = end_of(args[0]);
+    long n = PyLong_AsLong(args[1]);
+    if (!w || n < 0) {
+        PyErr_Clear();
+        return PyLong_FromLong(-EBADF);
+    }
+    return PyLong_FromLong(commit(w, (uint32_t)n));
+}
+
+static PyObject *fc_release(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !release)
+        return PyLong_FromLong(-EINVAL);
+    void *r = end_of(args[0]);
+    return PyLong_FromLong(r ? release(r) : -EBADF);
+}
+
 static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))fc_bind, METH_FASTCALL,
-     "bind(send_try, recv_try): the core's entry addresses (from pykernel._core)."},
+     "bind(send_try, recv_try, reserve_try, view_try, commit, abort, release): the core's "
+     "entry addresses (from pykernel._core)."},
+    {"reserve", (PyCFunction)(void (*)(void))fc_reserve, METH_FASTCALL,
+     "reserve(writer, n) -> writable memoryview, or -errno when the full call must be made."},
+    {"view", (PyCFunction)(void (*)(void))fc_view, METH_FASTCALL,
+     "view(reader) -> read-only memoryview, or -errno when the full call must be made."},
+    {"commit", (PyCFunction)(void (*)(void))fc_commit, METH_FASTCALL,
+     "commit(writer, n) -> pk_commit's result."},
+    {"release", (PyCFunction)(void (*)(void))fc_release, METH_FASTCALL,
+     "release(reader) -> pk_release's result."},
     {"send", (PyCFunction)(void (*)(void))fc_send, METH_FASTCALL,
      "send(writer, data) -> 1, or -errno when the full call must be made."},
     {"recv", (PyCFunction)(void (*)(void))fc_recv, METH_FASTCALL,
