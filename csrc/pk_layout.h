@@ -134,6 +134,10 @@ struct pk_pipe {
     uint32_t lossy;
     _Atomic int refs;   /* the handle itself plus each attached end: unmapped at zero, so an
                            end detached after pk_pipe_close never touches unmapped memory */
+    /* Repair lock word first seen without its holder's namespace, and when (pk_repair.c):
+     * process-local hints, relaxed (a stale one only delays a takeover by a grace). */
+    _Atomic uint64_t rl_unknown_word;
+    _Atomic int64_t rl_unknown_since;
 };
 
 struct pk_writer {

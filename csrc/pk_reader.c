@@ -341,6 +341,16 @@ int pk_view_try(pk_reader *r, const void **data, uint32_t *len)
     return open_view(r, data, len);
 }
 
+int pk_view_cancel(pk_reader *r)
+{
+    if (!r)
+        return -EBADF;
+    if (!r->viewing)
+        return -EINVAL;
+    r->viewing = 0; /* the message stays: the next recv or view gets it again */
+    return 1;
+}
+
 int pk_release(pk_reader *r)
 {
     if (!r)

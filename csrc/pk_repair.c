@@ -28,6 +28,7 @@
 #define RL_SHIFT 24
 #define RL_LOW ((1ULL << RL_SHIFT) - 1)
 #define RL_OWNER ((1ULL << (2 * RL_SHIFT)) - 1)
+#define RL_GRACE_NS 1000000000LL /* a holder's namespace unknown this long: judge its pid */
 
 static uint64_t rl_me(void)
 {
@@ -45,15 +46,28 @@ static int rl_holder_alive(pk_pipe *p, uint64_t word)
         return 1; /* changed hands meanwhile: look again at the next tick */
     if (ns != 0 && ns != pk_self_pidns())
         return 1; /* another pid namespace: its pids are not ours to judge */
-    /* ns 0: the holder took the lock an instant ago and has not published its namespace
-     * (then it is alive, and found so below), or died in that instant: judged from here,
-     * which misjudges only a holder of another namespace dying in those nanoseconds. */
+    if (ns == 0) {
+        /* The holder took the word but has not published its namespace yet: normally an
+         * instant, but it may be preempted, and a holder of another namespace must not be
+         * judged by our pids. Busy, until the same word stayed so for RL_GRACE_NS (a holder
+         * that died in that instant then wedges repairs for that long, not forever). */
+        int64_t now = pk_now_ns();
+        if (pk_ld_rlx(&p->rl_unknown_word) != word) {
+            pk_st_rlx(&p->rl_unknown_word, word);
+            pk_st_rlx(&p->rl_unknown_since, now);
+            return 1;
+        }
+        if (now - pk_ld_rlx(&p->rl_unknown_since) < RL_GRACE_NS)
+            return 1;
+    }
     int32_t pid = (int32_t)(word & RL_LOW);
     if (!pk_pid_alive(pid, 0))
         return 0;
     /* A live process with that pid: the holder only if its start time matches (a pid that
-     * died and was reused reads another start, or 0 if it died in between). */
-    return (pk_pid_start_ticks(pid) & RL_LOW) == ((word >> RL_SHIFT) & RL_LOW);
+     * died and was reused reads another start). 0: unreadable (hidepid) or it died just
+     * now: not provably dead, so busy (a dead one is found at a later tick). */
+    uint64_t start = pk_pid_start_ticks(pid);
+    return start == 0 || (start & RL_LOW) == ((word >> RL_SHIFT) & RL_LOW);
 }
 
 int pk_repair_lock(pk_pipe *p)
@@ -72,7 +86,8 @@ int pk_repair_lock(pk_pipe *p)
     if (!atomic_compare_exchange_strong(&h->repair_owner, &cur, next))
         return 0;
     pk_st_rel(&h->repair_pidns, pk_self_pidns()); /* pairs with rl_holder_alive's acquire */
-    return 1;
+    /* Taken from us in between (only after the grace): not ours, repair nothing. */
+    return pk_ld_acq(&h->repair_owner) == next; /* pairs with a thief's CAS */
 }
 
 void pk_repair_unlock(pk_pipe *p)

@@ -162,6 +162,8 @@ int pk_view(pk_reader *r, const void **data, uint32_t *len, int64_t timeout_ns);
 /* pk_view when a message is there now; -EAGAIN (nothing done or counted) otherwise. */
 int pk_view_try(pk_reader *r, const void **data, uint32_t *len);
 int pk_release(pk_reader *r);
+/* Close a view without consuming its message (1; -EINVAL when no view is open). */
+int pk_view_cancel(pk_reader *r);
 /* cdef-end */
 
 #ifdef __cplusplus

@@ -169,6 +169,10 @@ class Vetter:
             return
         if isinstance(outcome, Candidate):
             self.cache.put(outcome)
+            with self._lock:  # changed or removed while we put it: take it back out
+                stale = self._generation.get(n.key, 0) != gen
+            if stale:
+                self.cache.drop(n.key, "changed")
         else:
             self.cache.fail(n.key, *outcome)
 

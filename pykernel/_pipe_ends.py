@@ -34,6 +34,7 @@ _bind_fast(
             "pk_commit",
             "pk_abort",
             "pk_release",
+            "pk_view_cancel",
         )
     )
 )

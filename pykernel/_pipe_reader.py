@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import struct
 from itertools import chain
@@ -279,7 +280,12 @@ class Reader(_End):
         return self._view
 
     def _drop_open(self) -> None:
-        self._view = None  # not consumed: the message stays for the next reader
+        open_, self._view = self._view, None
+        if open_ is not None:  # its buffer points into a mapping that may go now
+            # not consumed: the message stays for the next reader
+            open_._r = None
+            with contextlib.suppress(BufferError):
+                open_._mv.release()
 
     def _detach(self, handle: Any) -> None:
         lib.pk_reader_detach(handle)

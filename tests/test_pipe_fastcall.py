@@ -221,10 +221,10 @@ class TestFastPathStepsAside:
             assert p.stats().writers[0].waits >= 1  # the send really slept in the full call
 
     def test_bind_refuses_nonsense(self) -> None:
-        """bind takes seven non-null addresses."""
+        """bind takes eight non-null addresses."""
         with pytest.raises(ValueError, match="null function address"):
-            _fastcall.bind(*[0] * 7)
-        with pytest.raises(TypeError, match="takes 7 addresses"):
+            _fastcall.bind(*[0] * 8)
+        with pytest.raises(TypeError, match="takes 8 addresses"):
             _fastcall.bind(1)
 
 
@@ -354,3 +354,26 @@ class TestZeroCopyFastPath:
                 w.reserve(1)
             with pytest.raises(ClosedError):
                 r.view()
+
+
+class TestCloseWithOpenZeroCopy:
+    def test_closing_an_end_releases_its_open_buffers(self, names: PipeNames) -> None:
+        """An open slot's or view's buffer must not outlive the mapping it points into."""
+        with Pipe.create(names(), slot_size=8, slots=2) as p:
+            w, r = p.writer(), p.reader()
+            slot = w.reserve(4)
+            sbuf = slot.buffer
+            w.close()
+            with pytest.raises(ValueError, match="released"):
+                sbuf[0]
+            with pytest.raises(ClosedError):
+                slot.commit()
+            w2 = p.writer()
+            w2.send(b"m")
+            view = r.view()
+            vbuf = view.buffer
+            r.close()
+            with pytest.raises(ValueError, match="released"):
+                vbuf[0]
+            with pytest.raises(ClosedError):
+                view.release()

@@ -137,3 +137,12 @@ class TestRepairLockHolder:
             names, lambda h: h.hold(gone.pid, 12345, other_ns), expect_gone=False
         )
         assert owner & LOW24 == gone.pid
+
+    def test_a_holder_without_its_namespace_yet_is_given_a_grace(self, names: PipeNames) -> None:
+        """Namespace not published (0): busy for a grace, then judged, so a live holder of
+        another namespace is not robbed at once and a dead one does not wedge repairs."""
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        blocked_writer_test(names, lambda h: h.hold(gone.pid, 12345, 0), expect_gone=False)
+        owner = blocked_writer_test(names, lambda h: h.hold(gone.pid, 12345, 0), expect_gone=True)
+        assert owner & ((1 << 48) - 1) == 0  # taken after the grace, then released

@@ -33,14 +33,16 @@ static view_try_fn view_try;
 static commit_fn commit;
 static end_fn abort_reserved;
 static end_fn release;
+static end_fn view_cancel;
 
-enum { N_BOUND = 7 };
+enum { N_BOUND = 8 };
 
 static PyObject *fc_bind(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != N_BOUND) {
         PyErr_SetString(PyExc_TypeError, "bind(send_try, recv_try, reserve_try, view_try, "
-                                         "commit, abort, release) takes 7 addresses");
+                                         "commit, abort, release, view_cancel) takes 8 "
+                                         "addresses");
         return NULL;
     }
     void *fn[N_BOUND];
@@ -60,6 +62,7 @@ static PyObject *fc_bind(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     commit = (commit_fn)fn[4];
     abort_reserved = (end_fn)fn[5];
     release = (end_fn)fn[6];
+    view_cancel = (end_fn)fn[7];
     Py_RETURN_NONE;
 }
 
@@ -161,7 +164,7 @@ static PyObject *fc_view(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         return PyLong_FromLong(rc);
     PyObject *view = PyMemoryView_FromMemory((char *)data, len, PyBUF_READ);
     if (!view)
-        release(r); /* no View will exist to release it: the message is consumed */
+        view_cancel(r); /* no View will exist to release it: the message stays queued */
     return view;
 }
 
@@ -189,7 +192,8 @@ static PyObject *fc_release(PyObject *mod, PyObject *const *args, Py_ssize_t nar
 
 static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))fc_bind, METH_FASTCALL,
-     "bind(send_try, recv_try, reserve_try, view_try, commit, abort, release): the core's "
+     "bind(send_try, recv_try, reserve_try, view_try, commit, abort, release, view_cancel): "
+     "the core's "
      "entry addresses (from pykernel._core)."},
     {"reserve", (PyCFunction)(void (*)(void))fc_reserve, METH_FASTCALL,
      "reserve(writer, n) -> writable memoryview, or -errno when the full call must be made."},
