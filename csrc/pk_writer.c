@@ -278,6 +278,20 @@ uint32_t pk_writer_index(const pk_writer *w) { return w ? w->index : 0; }
 
 uint64_t pk_writer_late_wakeups(const pk_writer *w) { return w ? w->late_wakeups : 0; }
 
+/* The try entries' one step: take the next position if that needs no wait (1, in *pos).
+ * 0 when it would: no room, an open reservation (an error the full call reports), or a lossy
+ * combiner, which may wait for a slot's previous lap. Nothing is counted either way. */
+static int take_now(pk_writer *w, uint64_t *pos)
+{
+    pk_pipe *p = w->p;
+    if (w->has_reserved || (p->lossy && p->shape == PK_SHAPE_COMBINER))
+        return 0;
+    *pos = w->pos;
+    if (p->shape == PK_SHAPE_COMBINER)
+        return claim(w, 1, pos) != 0;
+    return p->lossy || free_at(w, *pos) != 0;
+}
+
 /* Position `pos` is ours (owned or claimed): hand its payload out for writing. */
 static int hold_reserved(pk_writer *w, uint64_t pos, void **data)
 {
@@ -317,19 +331,8 @@ int pk_reserve_try(pk_writer *w, void **data)
 {
     if (!w)
         return -EBADF;
-    pk_pipe *p = w->p;
-    /* An open reservation (an error) and a lossy combiner's previous-lap wait are left to
-     * pk_reserve, as in pk_send_try. */
-    if (w->has_reserved || (p->lossy && p->shape == PK_SHAPE_COMBINER))
-        return -EAGAIN;
-    uint64_t pos = w->pos;
-    if (p->shape == PK_SHAPE_COMBINER) {
-        if (claim(w, 1, &pos) == 0)
-            return -EAGAIN;
-    } else if (!p->lossy && free_at(w, pos) == 0) {
-        return -EAGAIN;
-    }
-    return hold_reserved(w, pos, data);
+    uint64_t pos;
+    return take_now(w, &pos) ? hold_reserved(w, pos, data) : -EAGAIN;
 }
 
 static void finish_reserved(pk_writer *w, uint32_t len)
@@ -406,18 +409,9 @@ int pk_send_try(pk_writer *w, const char *data, uint32_t len)
 {
     if (!w)
         return -EBADF;
-    pk_pipe *p = w->p;
-    /* Whatever needs a wait, an error or a lossy combiner's previous-lap check is left to
-     * pk_send, which counts and reports it. */
-    if (len > p->slot_size || w->has_reserved || (p->lossy && p->shape == PK_SHAPE_COMBINER))
+    uint64_t pos;
+    if (len > w->p->slot_size || !take_now(w, &pos)) /* an oversize error: pk_send says so */
         return -EAGAIN;
-    uint64_t pos = w->pos;
-    if (p->shape == PK_SHAPE_COMBINER) {
-        if (claim(w, 1, &pos) == 0)
-            return -EAGAIN;
-    } else if (!p->lossy && free_at(w, pos) == 0) {
-        return -EAGAIN;
-    }
     publish_one(w, pos, data, len);
     return 1;
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import struct
 from itertools import chain
@@ -132,16 +131,24 @@ class Reader(_End):
         For large messages: the copying path makes two (into this reader's buffer, then
         into bytes). The wait happens in C with the GIL released, as for every recv.
         """
+        raw = self._view_full(t, timeout)
+        try:
+            return raw[:]
+        finally:
+            _release(self._h)
+
+    def _view_full(self, t: int, timeout: float | None) -> Any:
+        """Open a view through the full call (waiting with the GIL released); its bytes.
+
+        Raises what the wait ended with (timeout, writer gone, closed, a view open).
+        """
         h, ptr, lenp = self._h, self._ptr, self._lenp
         rc = _view(h, ptr, lenp, t)
         if rc != 1:
             rc = _again(_view, (h, ptr, lenp), timeout, rc)
             if rc != 1:
                 raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
-        try:
-            return _buffer(ptr[0], lenp[0])[:]
-        finally:
-            _release(h)
+        return _buffer(ptr[0], lenp[0])
 
     def recv_nowait(self) -> bytes:
         """Receive the next message or raise :class:`PipeEmpty` at once."""
@@ -270,22 +277,14 @@ class Reader(_End):
         t = _wait_ns(timeout)  # a bad timeout fails first
         mv = _try_view(self._hi)  # GIL held, when a message is there now
         if type(mv) is not memoryview:
-            rc = _view(self._h, self._ptr, self._lenp, t)
-            if rc != 1:
-                rc = _again(_view, (self._h, self._ptr, self._lenp), timeout, rc)
-            if rc != 1:
-                raise transfer_error(rc, name=self._name, reading=True, timeout=timeout)
-            mv = memoryview(_buffer(self._ptr[0], self._lenp[0])).toreadonly()
+            mv = memoryview(self._view_full(t, timeout)).toreadonly()
         self._view = View(self, mv)
         return self._view
 
     def _drop_open(self) -> None:
-        open_, self._view = self._view, None
-        if open_ is not None:  # its buffer points into a mapping that may go now
-            # not consumed: the message stays for the next reader
-            open_._r = None
-            with contextlib.suppress(BufferError):
-                open_._mv.release()
+        if self._view is not None:  # not consumed: the message stays for the next reader
+            self._view._forget()
+            self._view = None
 
     def _detach(self, handle: Any) -> None:
         lib.pk_reader_detach(handle)

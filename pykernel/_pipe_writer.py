@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -225,12 +224,9 @@ class Writer(_End):
             lib.pk_abort(self._h)
 
     def _drop_open(self) -> None:
-        open_, self._slot = self._slot, None
-        if open_ is not None:  # its buffer points into a mapping that may go now
-            # detaching aborts it in C
-            open_._w = None
-            with contextlib.suppress(BufferError):
-                open_._mv.release()
+        if self._slot is not None:  # detaching aborts it in C
+            self._slot._forget()
+            self._slot = None
 
     def _detach(self, handle: Any) -> None:
         lib.pk_writer_detach(handle)

@@ -53,6 +53,16 @@ def _array(raw: memoryview, nbytes: int, dtype: Any, shape: Any, what: str) -> n
         ) from exc
 
 
+def _release_buffer(mv: memoryview) -> None:
+    """Release a memoryview over the ring, so later use raises instead of touching it.
+
+    A numpy array made from it keeps it exported (BufferError): the caller promised not to
+    use that array after commit/release.
+    """
+    with contextlib.suppress(BufferError):
+        mv.release()
+
+
 class Slot:
     """A reserved, writable slot (from :meth:`Writer.reserve`); commit or abort it once.
 
@@ -104,12 +114,14 @@ class Slot:
         w = self._w
         if w is None:
             raise ClosedError("this slot was already committed or aborted")
-        self._w = None
+        self._forget()
         w._slot = None
-        # A numpy view of it may still exist; the caller promised not to use it.
-        with contextlib.suppress(BufferError):
-            self._mv.release()
         return w
+
+    def _forget(self) -> None:
+        """Cut the slot off its writer and its buffer (the ring may be reused or unmapped)."""
+        self._w = None
+        _release_buffer(self._mv)
 
     def __enter__(self) -> Slot:
         return self
@@ -162,15 +174,18 @@ class View:
         r = self._r
         if r is None:
             raise ClosedError("this view was already released")
-        self._r = None
+        self._forget()
         r._view = None
-        with contextlib.suppress(BufferError):
-            self._mv.release()
         rc = _release(r._hi)  # never waits: with the GIL held
         if rc < 0:
             raise transfer_error(rc, name=r.pipe.name, reading=True, timeout=None)
         self.valid = rc == 1
         return self.valid
+
+    def _forget(self) -> None:
+        """Cut the view off its reader and its buffer (the ring may be reused or unmapped)."""
+        self._r = None
+        _release_buffer(self._mv)
 
     def __enter__(self) -> View:
         return self

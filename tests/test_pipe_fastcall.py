@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from test_pipe_support import PipeNames, pipe_names
 
@@ -66,7 +67,6 @@ class TestFastPathCarries:
         self, names: PipeNames, no_full_call: None, shape: str
     ) -> None:
         """Room and a message there: bytes, bytearray, memoryview and numpy all go fast."""
-        np = pytest.importorskip("numpy")
         with Pipe.create(names(), slot_size=64, slots=8, shape=shape) as p:
             w, r = p.writer(), p.reader()
             sent = [b"abc", bytearray(b"defg"), memoryview(b"hij"), np.arange(4, dtype=np.uint8)]
@@ -286,7 +286,6 @@ class TestZeroCopyFastPath:
         self, names: PipeNames, monkeypatch: pytest.MonkeyPatch, shape: str
     ) -> None:
         """Through buffers and numpy arrays, in all three shapes, many laps of a small ring."""
-        np = pytest.importorskip("numpy")
         forbid(monkeypatch, "_reserve", "_view")
         with Pipe.create(names(), slot_size=64, slots=4, shape=shape) as p:
             w, r = p.writer(), p.reader()

@@ -127,18 +127,27 @@ static PyObject *fc_recv(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     return PyBytes_FromStringAndSize(buf, (Py_ssize_t)n);
 }
 
+/* args (end, size): 1 with both read; 0 (no exception left) for a closed end or a bad size. */
+static int end_and_size(PyObject *const *args, void **end, Py_ssize_t *n)
+{
+    *end = end_of(args[0]);
+    *n = *end ? PyLong_AsSsize_t(args[1]) : -1;
+    if (*n >= 0)
+        return 1;
+    PyErr_Clear();
+    return 0;
+}
+
 /* reserve(writer, n) -> a writable memoryview of the n bytes of a free slot, or -errno
  * (then the full call). The view points into the ring: Slot releases it at commit. */
 static PyObject *fc_reserve(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
+    void *w;
+    Py_ssize_t n;
     if (nargs != 2 || !reserve_try)
         return PyLong_FromLong(-EINVAL);
-    void *w = end_of(args[0]);
-    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
-    if (!w || n < 0) {
-        PyErr_Clear();
+    if (!end_and_size(args, &w, &n))
         return PyLong_FromLong(-EBADF);
-    }
     void *data;
     int rc = reserve_try(w, &data);
     if (rc != 1)
@@ -171,15 +180,13 @@ static PyObject *fc_view(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 /* commit(writer, n) / release(reader) -> the core's result; neither ever waits. */
 static PyObject *fc_commit(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
+    void *w;
+    Py_ssize_t n;
     if (nargs != 2 || !commit)
         return PyLong_FromLong(-EINVAL);
-    void *w = end_of(args[0]);
-    long n = PyLong_AsLong(args[1]);
-    if (!w || n < 0) {
-        PyErr_Clear();
+    if (!end_and_size(args, &w, &n))
         return PyLong_FromLong(-EBADF);
-    }
-    return PyLong_FromLong(commit(w, (uint32_t)n));
+    return PyLong_FromLong(n > UINT32_MAX ? -EMSGSIZE : commit(w, (uint32_t)n));
 }
 
 static PyObject *fc_release(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)

@@ -15,7 +15,6 @@ from pykernel.bench._frames import Buffer, Framer, Verifier
 from pykernel.bench._transport import ALL_CASES, Channel, Link, Receiver, Sender, Transport
 
 _SHAPES = {"one": "one", "fanout": "multiplexer", "fanin": "combiner"}
-_COPY_MAX = 4096  # frames up to this size are sent as bytes (see _PkSender)
 _BATCH = 128  # messages per send_batch: half of the default 256-slot ring
 _PACKED_MAX = 1024  # messages per recv_packed at most (as for recv_batch)
 
@@ -28,16 +27,12 @@ class _PkSender(Sender):
     def __init__(self, pipe: Any) -> None:
         self._pipe = pipe
         self._w = pipe.writer()
-        self._send = self._w.send
-        # Writer.send takes bytes as they are but wraps anything else with ffi.from_buffer,
-        # which costs more (~0.4 us here) than copying a small frame into a bytes object.
-        self._as_bytes = self.wants_bytes = pipe.slot_size <= _COPY_MAX
 
     def send(self, frame: bytearray) -> None:
-        self._send(bytes(frame) if self._as_bytes else frame)
+        self._w.send(frame)  # copies any buffer at once: the reused frame may go as is
 
     def send_call(self) -> Callable[[Buffer], Any]:
-        return self._send if self._as_bytes else self.send
+        return self._w.send
 
     def close(self) -> None:
         self._w.close()
