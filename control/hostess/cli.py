@@ -17,7 +17,7 @@ from typing import Any
 
 from control.hostess.errors import InputError, QueryError
 from control.hostess.lease import Lease
-from control.hostess.records import Allocation, Guest, TerminalSpec
+from control.hostess.records import Allocation, TerminalSpec
 from control.hostess.registry import MAX_LIMIT, Hostess
 from pykernel.cli import add_json_flag, emit
 
@@ -77,10 +77,6 @@ def _render_guests(data: dict[str, Any]) -> str:
     if data.get("next"):
         lines.append(f"more: --after {data['next']}")
     return "\n".join(lines)
-
-
-def _guests(guests: list[Guest]) -> dict[str, Any]:
-    return {"guests": [g.to_dict() for g in guests], "count": len(guests)}
 
 
 def _lease(args: argparse.Namespace, default_ttl: float | None) -> Lease:
